@@ -1,0 +1,58 @@
+"""modeling_plm: protein language models for the Hugging Face ecosystem.
+
+Importing the package registers the config, models and tokenizer with transformers' Auto classes, and marks them
+for remote code so that `save_pretrained` writes an `auto_map` usable without this package installed.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
+
+from .configuration_plm import PLMConfig
+from .modeling_plm import (
+    PLMForCausalLM,
+    PLMForMaskedLM,
+    PLMForSequenceClassification,
+    PLMForTokenClassification,
+    PLMModel,
+    PLMPreTrainedModel,
+)
+from .presets import PRESETS, config_from_preset
+from .tokenization_plm import PLMTokenizerFast
+
+__version__ = "0.1.0"
+
+AUTO_CLASSES = {
+    "AutoModel": (AutoModel, PLMModel),
+    "AutoModelForMaskedLM": (AutoModelForMaskedLM, PLMForMaskedLM),
+    "AutoModelForCausalLM": (AutoModelForCausalLM, PLMForCausalLM),
+    "AutoModelForSequenceClassification": (AutoModelForSequenceClassification, PLMForSequenceClassification),
+    "AutoModelForTokenClassification": (AutoModelForTokenClassification, PLMForTokenClassification),
+}
+
+AutoConfig.register(PLMConfig.model_type, PLMConfig, exist_ok=True)
+PLMConfig.register_for_auto_class()
+for _auto_name, (_auto_class, _model_class) in AUTO_CLASSES.items():
+    _auto_class.register(PLMConfig, _model_class, exist_ok=True)
+    _model_class.register_for_auto_class(_auto_name)
+AutoTokenizer.register(PLMConfig, fast_tokenizer_class=PLMTokenizerFast, exist_ok=True)
+PLMTokenizerFast.register_for_auto_class("AutoTokenizer")
+
+__all__ = [
+    "PLMConfig",
+    "PLMModel",
+    "PLMPreTrainedModel",
+    "PLMForMaskedLM",
+    "PLMForCausalLM",
+    "PLMForSequenceClassification",
+    "PLMForTokenClassification",
+    "PLMTokenizerFast",
+    "PRESETS",
+    "config_from_preset",
+]

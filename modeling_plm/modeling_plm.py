@@ -1,0 +1,917 @@
+"""PLM: one protein language-model backbone for masked-LM, causal-LM and GLM blank infilling.
+
+Self-contained (torch/transformers imports only): this file ships inside exported checkpoints as remote code.
+
+Attention types (the `attention_type` forward argument, or the class default):
+  - "bidirectional": every token sees every token of its sequence (masked-LM, embeddings; ESM-2 style).
+  - "causal": every token sees itself and earlier tokens (generation; ProGen2 style).
+  - "glm": prefix-LM for xTrimoPGLM blank infilling. Tokens with `block_position_ids == 0` form the context and
+    attend bidirectionally to the whole context; span tokens (`block_position_ids > 0`, placed after the context as
+    `<sop> s1 s2 ...`) attend to the whole context and causally to span tokens up to themselves.
+
+Positions: `position_ids` follow transformers' conventions: computed from `attention_mask` when not given (so left and
+right padding both give the unpadded result), and restarting at 0 marks a new sequence in a padding-free packed row
+(only when no `attention_mask` is passed). GLM span tokens carry the position of their `<smask>`/`<gmask>` token and
+`block_position_ids` 1, 2, ... from `<sop>` on; with `position_embedding_type="rotary_2d"` the two are rotated into
+the two halves of each head (xTrimoPGLM's 2-D RoPE).
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple, logging
+
+from .configuration_plm import PLMConfig
+
+logger = logging.get_logger(__name__)
+
+ATTENTION_TYPES = ("bidirectional", "causal", "glm")
+# Written into config.json on save, so that every Auto class loads a saved folder as remote code.
+AUTO_MAP = {
+    "AutoConfig": "configuration_plm.PLMConfig",
+    "AutoModel": "modeling_plm.PLMModel",
+    "AutoModelForMaskedLM": "modeling_plm.PLMForMaskedLM",
+    "AutoModelForCausalLM": "modeling_plm.PLMForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_plm.PLMForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_plm.PLMForTokenClassification",
+}
+# ESM-2 was trained with 15% of tokens selected and 80% of those replaced by <mask>.
+ESM_MASK_RATIO_TRAIN = 0.15 * 0.8
+
+
+class PLMRMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.float()
+        hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+def build_norm(config: PLMConfig) -> nn.Module:
+    if config.norm_type == "rmsnorm":
+        return PLMRMSNorm(config.hidden_size, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+
+class PLMRotaryEmbedding(nn.Module):
+    """cos/sin tables for RoPE; for 2-D RoPE each half of the head gets its own position stream."""
+
+    def __init__(self, config: PLMConfig):
+        super().__init__()
+        self.is_2d = config.position_embedding_type == "rotary_2d"
+        self.rotary_dim = config.head_dim // 2 if self.is_2d else config.head_dim
+        self.base = config.rope_theta
+        self.inv_freq = nn.Buffer(self.compute_inv_freq(), persistent=False)
+
+    def compute_inv_freq(self) -> torch.Tensor:
+        exponents = torch.arange(0, self.rotary_dim, 2, dtype=torch.int64).float() / self.rotary_dim
+        return 1.0 / (self.base**exponents)
+
+    def _table(self, positions: torch.Tensor) -> torch.Tensor:
+        freqs = positions[..., None].float() * self.inv_freq.to(positions.device)
+        return torch.cat((freqs, freqs), dim=-1)
+
+    @torch.no_grad()
+    def forward(
+        self, x: torch.Tensor, position_ids: torch.Tensor, block_position_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = self._table(position_ids)
+        if self.is_2d:
+            if block_position_ids is None:
+                block_position_ids = torch.zeros_like(position_ids)
+            angles = torch.cat((angles, self._table(block_position_ids)), dim=-1)
+        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rotate_half_2d(x: torch.Tensor) -> torch.Tensor:
+    """rotate_half applied to each half of the head independently (2-D RoPE)."""
+    x_a, x_b = x.chunk(2, dim=-1)
+    return torch.cat((rotate_half(x_a), rotate_half(x_b)), dim=-1)
+
+
+def apply_rotary_pos_emb(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, is_2d: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k: (batch, heads, seq, head_dim); cos, sin: (batch, seq, head_dim)."""
+    rotate = rotate_half_2d if is_2d else rotate_half
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+
+
+def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(batch, kv_heads, seq, dim) -> (batch, kv_heads * n_rep, seq, dim) for grouped-query attention."""
+    if n_rep == 1:
+        return hidden_states
+    batch, kv_heads, seq_len, head_dim = hidden_states.shape
+    hidden_states = hidden_states[:, :, None].expand(batch, kv_heads, n_rep, seq_len, head_dim)
+    return hidden_states.reshape(batch, kv_heads * n_rep, seq_len, head_dim)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+def get_attention_function(attn_implementation: str) -> Callable:
+    """The kernel for a backend name. An unknown or unregistered backend raises: we never fall back silently."""
+    if attn_implementation == "eager":
+        return eager_attention_forward
+    if attn_implementation not in ALL_ATTENTION_FUNCTIONS:
+        raise ValueError(
+            f"Attention backend {attn_implementation!r} is not available. Registered backends: eager, "
+            f"{', '.join(sorted(ALL_ATTENTION_FUNCTIONS.keys()))}."
+        )
+    return ALL_ATTENTION_FUNCTIONS[attn_implementation]
+
+
+class PLMAttention(nn.Module):
+    def __init__(self, config: PLMConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = True  # the per-call value is passed to the kernel as `is_causal`
+        self.rotary_2d = config.position_embedding_type == "rotary_2d"
+        q_width = config.num_attention_heads * self.head_dim
+        kv_width = config.num_key_value_heads * self.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, q_width, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
+        self.o_proj = nn.Linear(q_width, config.hidden_size, bias=config.attention_bias)
+        if config.norm_scheme == "deepnorm":
+            self.v_proj.init_scale = self.o_proj.init_scale = config.deepnorm_beta
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
+        attention_function: Callable,
+        is_causal: bool,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        if position_embeddings is not None:
+            query, key = apply_rotary_pos_emb(query, key, *position_embeddings, is_2d=self.rotary_2d)
+        if past_key_values is not None:
+            key, value = past_key_values.update(key, value, self.layer_idx)
+        output, weights = attention_function(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=is_causal,
+            **kwargs,
+        )
+        output = output.reshape(*input_shape, -1).contiguous()
+        return self.o_proj(output), weights
+
+
+class PLMMLP(nn.Module):
+    """`mlp`: down(act(up(x))). `glu`: down(act(gate(x)) * up(x)) -- GeGLU with gelu, SwiGLU with silu."""
+
+    def __init__(self, config: PLMConfig):
+        super().__init__()
+        self.is_gated = config.mlp_type == "glu"
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        if self.is_gated:
+            self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.act_fn = ACT2FN[config.hidden_act]
+        if config.norm_scheme == "deepnorm":
+            for projection in (self.up_proj, self.down_proj, getattr(self, "gate_proj", None)):
+                if projection is not None:
+                    projection.init_scale = config.deepnorm_beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_gated:
+            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act_fn(self.up_proj(x)))
+
+
+class PLMLayer(GradientCheckpointingLayer):
+    """One transformer block: pre-LN (`x + f(norm(x))`) or DeepNorm post-LN (`norm(alpha * x + f(x))`)."""
+
+    def __init__(self, config: PLMConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = PLMAttention(config, layer_idx)
+        self.mlp = PLMMLP(config)
+        self.attention_norm = build_norm(config)
+        self.mlp_norm = build_norm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.deepnorm_alpha = config.deepnorm_alpha if config.norm_scheme == "deepnorm" else None
+
+    def forward(
+        self, hidden_states: torch.Tensor, **attention_kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.deepnorm_alpha is None:
+            attention_output, weights = self.self_attn(self.attention_norm(hidden_states), **attention_kwargs)
+            hidden_states = hidden_states + self.dropout(attention_output)
+            hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
+        else:
+            attention_output, weights = self.self_attn(hidden_states, **attention_kwargs)
+            hidden_states = self.attention_norm(hidden_states * self.deepnorm_alpha + self.dropout(attention_output))
+            hidden_states = self.mlp_norm(hidden_states * self.deepnorm_alpha + self.dropout(self.mlp(hidden_states)))
+        return hidden_states, weights
+
+
+class PLMEmbeddings(nn.Module):
+    """Token embeddings, optional learned absolute positions, and ESM-2's token dropout."""
+
+    def __init__(self, config: PLMConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        if config.position_embedding_type == "absolute":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_dropout = config.token_dropout
+        self.mask_token_id = config.mask_token_id
+        self.pad_token_id = config.pad_token_id
+        self.max_position_embeddings = config.max_position_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        sequence_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if self.token_dropout and input_ids is not None:
+            embeddings = self._token_dropout(embeddings, input_ids, padding_mask, sequence_ids)
+        if hasattr(self, "position_embeddings"):
+            if position_ids.max() >= self.max_position_embeddings:
+                raise ValueError(
+                    f"Position {int(position_ids.max())} is beyond max_position_embeddings="
+                    f"{self.max_position_embeddings} of this absolute-position model; crop or window the input."
+                )
+            embeddings = embeddings + self.position_embeddings(position_ids)
+        if padding_mask is not None:
+            # Padded positions carry nothing (as ESM-2), so their outputs do not depend on the pad token's embedding.
+            embeddings = embeddings * padding_mask.unsqueeze(-1).to(embeddings.dtype)
+        return embeddings
+
+    def _token_dropout(
+        self,
+        embeddings: torch.Tensor,
+        input_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        sequence_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        is_masked = input_ids == self.mask_token_id
+        embeddings = embeddings.masked_fill(is_masked.unsqueeze(-1), 0.0)
+        if sequence_ids is None:
+            # Count real tokens from the mask, or from the pad token when there is no mask: never the padded
+            # length, which would make padded and unpadded results differ (transformers #44162).
+            is_real = padding_mask if padding_mask is not None else input_ids != self.pad_token_id
+            observed_ratio = is_masked.sum(-1).float() / is_real.sum(-1).clamp(min=1)
+            observed_ratio = observed_ratio[:, None, None]
+        else:
+            # Packed rows: the ratio of each token's own sequence.
+            num_sequences = int(sequence_ids.max()) + 1
+            lengths = torch.zeros(sequence_ids.shape[0], num_sequences, device=input_ids.device)
+            lengths.scatter_add_(1, sequence_ids, torch.ones_like(lengths[:, :1]).expand_as(sequence_ids))
+            masked = torch.zeros_like(lengths).scatter_add_(1, sequence_ids, is_masked.float())
+            observed_ratio = (masked / lengths.clamp(min=1)).gather(1, sequence_ids)[..., None]
+        return (embeddings * (1 - ESM_MASK_RATIO_TRAIN) / (1 - observed_ratio)).to(embeddings.dtype)
+
+
+def find_packed_sequence_ids(position_ids: torch.Tensor, block_position_ids: torch.Tensor | None) -> torch.Tensor | None:
+    """Index of the sequence each token belongs to in padding-free packed rows, or None if each row holds one.
+
+    A sequence starts where `position_ids` restarts at 0 (GLM span tokens never start one: they sit after their
+    context at the position of their mask token, with `block_position_ids > 0`).
+    """
+    starts = position_ids == 0
+    if block_position_ids is not None:
+        starts &= block_position_ids == 0
+    starts[:, 0] = True
+    sequence_ids = starts.long().cumsum(-1) - 1
+    if not bool((sequence_ids[:, -1] > 0).any()):
+        return None
+    return sequence_ids
+
+
+def same_sequence_mask_function(sequence_ids: torch.Tensor) -> Callable:
+    def inner_mask(batch_idx, head_idx, q_idx, kv_idx):
+        return sequence_ids[batch_idx, q_idx] == sequence_ids[batch_idx, kv_idx]
+
+    return inner_mask
+
+
+def glm_context_mask_function(block_position_ids: torch.Tensor) -> Callable:
+    """Added (OR) to the causal mask: every token also sees every context token (block position 0)."""
+
+    def inner_mask(batch_idx, head_idx, q_idx, kv_idx):
+        return block_position_ids[batch_idx, kv_idx] == 0
+
+    return inner_mask
+
+
+class PLMPreTrainedModel(PreTrainedModel):
+    config_class = PLMConfig
+    config: PLMConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["PLMLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    # Default attention of the class; the forward argument `attention_type` overrides it.
+    default_attention_type = "bidirectional"
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std * getattr(module, "init_scale", 1.0))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, (nn.LayerNorm, PLMRMSNorm)):
+            init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, PLMRotaryEmbedding):
+            init.copy_(module.inv_freq, module.compute_inv_freq())
+        elif isinstance(module, PLMLMHead) and module.bias is not None:
+            init.zeros_(module.bias)
+        elif isinstance(module, PLMContactPredictionHead):
+            init.normal_(module.regression.weight, mean=0.0, std=std)
+            init.zeros_(module.regression.bias)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Pickled weights can run arbitrary code: refuse them unless the caller opts in with use_safetensors=False.
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(*args, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        if self._auto_class is not None:  # the remote-code files are copied alongside, so map every Auto class
+            self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _resolve_attention_type(self, attention_type: str | None, block_position_ids: torch.Tensor | None) -> str:
+        if attention_type is None:
+            attention_type = "glm" if block_position_ids is not None else self.default_attention_type
+        if attention_type not in ATTENTION_TYPES:
+            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {attention_type!r}")
+        if attention_type == "glm" and block_position_ids is None:
+            raise ValueError("attention_type='glm' needs block_position_ids (0 for context, 1, 2, ... for spans).")
+        return attention_type
+
+
+class PLMModel(PLMPreTrainedModel):
+    """The bare backbone. Returns the final hidden states (after the final norm)."""
+
+    def __init__(self, config: PLMConfig):
+        super().__init__(config)
+        self.embeddings = PLMEmbeddings(config)
+        self.layers = nn.ModuleList([PLMLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
+        self.norm = build_norm(config)
+        self.rotary_emb = PLMRotaryEmbedding(config) if config.position_embedding_type != "absolute" else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        block_position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        attention_type: str | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        block_position_ids: GLM block positions: 0 for context tokens, 1, 2, ... for the `<sop>`-started span tokens.
+        attention_type: "bidirectional", "causal" or "glm" (see the module docstring); defaults to the class's.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        attention_type = self._resolve_attention_type(attention_type, block_position_ids)
+        if use_cache is None:
+            use_cache = self.config.use_cache and attention_type != "bidirectional" and not self.training
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        batch_size, seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        device = (input_ids if input_ids is not None else inputs_embeds).device
+
+        padding_mask = None
+        if attention_mask is not None:
+            if attention_mask.dim() != 2:
+                raise ValueError("attention_mask must be 2-D (batch, past + current length) of 1s and 0s.")
+            attention_mask = attention_mask.to(device)
+            padding_mask = attention_mask[:, -seq_length:].bool()
+
+        sequence_ids = None
+        if position_ids is None:
+            if attention_mask is not None:
+                # Positions count real tokens only, so left- and right-padded rows match their unpadded selves.
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]
+            else:
+                position_ids = torch.arange(past_length, past_length + seq_length, device=device)
+                position_ids = position_ids.unsqueeze(0).expand(batch_size, -1)
+        else:
+            position_ids = position_ids.to(device).expand(batch_size, -1)
+            if attention_mask is None and past_length == 0:
+                sequence_ids = find_packed_sequence_ids(position_ids, block_position_ids)
+        if block_position_ids is not None:
+            block_position_ids = block_position_ids.to(device).expand(batch_size, -1)
+
+        hidden_states = self.embeddings(input_ids, inputs_embeds, position_ids, padding_mask, sequence_ids)
+
+        # output_attentions is served by eager attention for this call, whatever the configured backend.
+        attn_implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention_function = get_attention_function(attn_implementation)
+        mask = self._build_attention_mask(
+            attn_implementation, hidden_states, attention_mask, past_key_values, attention_type, sequence_ids,
+            block_position_ids, past_length,
+        )
+        position_embeddings = None
+        if self.rotary_emb is not None:
+            position_embeddings = self.rotary_emb(hidden_states, position_ids, block_position_ids)
+        attention_kwargs = {}
+        if attn_implementation.startswith("flash_attention"):
+            attention_kwargs["position_ids"] = position_ids  # varlen kernels find packed sequences from positions
+
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, weights = layer(
+                hidden_states,
+                attention_mask=mask,
+                position_embeddings=position_embeddings,
+                attention_function=attention_function,
+                is_causal=attention_type == "causal",
+                past_key_values=past_key_values,
+                **attention_kwargs,
+            )
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states = all_hidden_states[:-1] + (hidden_states,)  # last entry after the final norm
+
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+    def _build_attention_mask(
+        self,
+        attn_implementation: str,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        past_key_values: Cache | None,
+        attention_type: str,
+        sequence_ids: torch.Tensor | None,
+        block_position_ids: torch.Tensor | None,
+        past_length: int,
+    ) -> torch.Tensor | None:
+        """The mask in the format of the backend, built with transformers' masking utilities."""
+        config = self.config
+        if attn_implementation != config._attn_implementation:
+            config = PLMConfig.from_dict(config.to_dict())
+            config._attn_implementation = attn_implementation
+        if attn_implementation.startswith("flash_attention") and attention_type == "glm":
+            raise ValueError(
+                f"{attn_implementation} cannot express the GLM prefix-LM mask; load the model with "
+                "attn_implementation='sdpa' or 'flex_attention' for GLM infilling."
+            )
+        same_sequence = same_sequence_mask_function(sequence_ids) if sequence_ids is not None else None
+        if attention_type == "bidirectional":
+            return create_bidirectional_mask(
+                config, hidden_states, attention_mask, past_key_values=past_key_values,
+                and_mask_function=same_sequence,
+            )
+        context = None
+        if attention_type == "glm" and past_length == 0:
+            # Once the context is cached, new span tokens need only the causal mask: all of it is in their past.
+            context = glm_context_mask_function(block_position_ids)
+        return create_causal_mask(
+            config, hidden_states, attention_mask, past_key_values, position_ids=None,
+            or_mask_function=context, and_mask_function=same_sequence,
+        )
+
+
+class PLMLMHead(nn.Module):
+    """ESM-2's head (dense -> act -> norm -> decoder + bias) or a plain decoder. Same weights for MLM and CLM."""
+
+    def __init__(self, config: PLMConfig):
+        super().__init__()
+        self.has_transform = config.lm_head_transform
+        if self.has_transform:
+            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+            self.act_fn = ACT2FN[config.hidden_act]
+            self.norm = build_norm(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.lm_head_bias else None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.has_transform:
+            hidden_states = self.norm(self.act_fn(self.dense(hidden_states)))
+        logits = self.decoder(hidden_states)
+        return logits + self.bias if self.bias is not None else logits
+
+
+class PLMContactPredictionHead(nn.Module):
+    """Logistic regression over symmetrised, APC-corrected attention maps of every layer and head (ESM-2)."""
+
+    def __init__(self, config: PLMConfig):
+        super().__init__()
+        self.regression = nn.Linear(config.num_hidden_layers * config.num_attention_heads, 1)
+
+    def forward(self, attentions: torch.Tensor) -> torch.Tensor:
+        """attentions: (batch, layers * heads, L, L) over residues only. Returns contact probabilities (batch, L, L)."""
+        attentions = attentions + attentions.transpose(-1, -2)
+        row_sums = attentions.sum(-1, keepdim=True)
+        column_sums = attentions.sum(-2, keepdim=True)
+        total = attentions.sum((-1, -2), keepdim=True)
+        attentions = attentions - row_sums * column_sums / total  # average product correction
+        features = attentions.permute(0, 2, 3, 1).to(self.regression.weight.dtype)
+        return torch.sigmoid(self.regression(features).squeeze(-1))
+
+
+class PLMLanguageModelBase(PLMPreTrainedModel):
+    """Backbone + LM head. PLMForMaskedLM and PLMForCausalLM share this exact layout, so either loads the other."""
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: PLMConfig):
+        super().__init__(config)
+        self.model = PLMModel(config)
+        self.lm_head = PLMLMHead(config)
+        if config.contact_head:
+            self.contact_head = PLMContactPredictionHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head.decoder = new_embeddings
+
+    def _backbone(self, input_ids, attention_mask, position_ids, block_position_ids, past_key_values, inputs_embeds,
+                  use_cache, attention_type, output_attentions, output_hidden_states, logits_to_keep):
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            block_position_ids=block_position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            attention_type=attention_type or self.default_attention_type,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden_states = outputs.last_hidden_state
+        if logits_to_keep:  # only the last positions, e.g. the next-token logits during generation
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        return outputs, self.lm_head(hidden_states)
+
+    @torch.no_grad()
+    def predict_contacts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Contact probabilities (batch, L, L) between residues, from every layer's attention maps (ESM-2 style).
+
+        The maps are computed eagerly for this call, whatever attention backend the model was loaded with. The input
+        must carry `<bos>` first and `<eos>` after the residues (as the tokenizer makes them); the result covers the
+        residue positions between them.
+        """
+        if not hasattr(self, "contact_head"):
+            raise AttributeError("This model has no contact head; convert an ESM-2 checkpoint to get one.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        outputs = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, attention_type="bidirectional", output_attentions=True
+        )
+        attentions = torch.stack(outputs.attentions, dim=1)  # (batch, layers, heads, L, L)
+        keep = (attention_mask.bool() & (input_ids != self.config.eos_token_id)).to(attentions.dtype)
+        attentions = attentions * keep[:, None, None, :, None] * keep[:, None, None, None, :]
+        attentions = attentions[..., 1:-1, 1:-1]  # drop <bos> and the last column (the <eos> of the longest row)
+        batch, layers, heads, length, _ = attentions.shape
+        return self.contact_head(attentions.reshape(batch, layers * heads, length, length))
+
+
+class PLMForMaskedLM(PLMLanguageModelBase):
+    default_attention_type = "bidirectional"
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        block_position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        attention_type: str | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        r"""
+        labels: the target of each position (-100 to ignore); not shifted. GLM batches put each span token's next
+            token here, so the MLM and span losses are one cross-entropy.
+        """
+        outputs, logits = self._backbone(
+            input_ids, attention_mask, position_ids, block_position_ids, None, inputs_embeds, False,
+            attention_type, output_attentions, output_hidden_states, 0,
+        )
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
+    default_attention_type = "causal"
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        block_position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        attention_type: str | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        labels: next-token targets as in transformers: pass the input ids (-100 to ignore); they are shifted here.
+        """
+        outputs, logits = self._backbone(
+            input_ids, attention_mask, position_ids, block_position_ids, past_key_values, inputs_embeds, use_cache,
+            attention_type, output_attentions, output_hidden_states, logits_to_keep,
+        )
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def prepare_inputs_for_generation(self, input_ids, block_position_ids=None, **kwargs):
+        model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        if block_position_ids is not None:
+            model_inputs["block_position_ids"] = block_position_ids[:, -model_inputs["input_ids"].shape[1]:]
+        return model_inputs
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        position_ids = model_kwargs.get("position_ids")
+        block_position_ids = model_kwargs.get("block_position_ids")
+        model_kwargs = super()._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder=is_encoder_decoder, num_new_tokens=num_new_tokens
+        )
+        if block_position_ids is not None:
+            # A generated span token keeps its span's position and advances the block position.
+            steps = torch.arange(1, num_new_tokens + 1, device=block_position_ids.device)
+            model_kwargs["block_position_ids"] = torch.cat(
+                (block_position_ids, block_position_ids[:, -1:] + steps), dim=-1
+            )
+            if position_ids is not None:
+                model_kwargs["position_ids"] = torch.cat(
+                    (position_ids, position_ids[:, -1:].expand(-1, num_new_tokens)), dim=-1
+                )
+        return model_kwargs
+
+
+def residue_mask(input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, config: PLMConfig,
+                 shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """True at residue positions: real tokens that are not `<pad>`, `<bos>` or `<eos>`."""
+    mask = torch.ones(shape, dtype=torch.bool, device=device)
+    if attention_mask is not None:
+        mask &= attention_mask.bool().to(device)
+    if input_ids is not None:
+        for special_id in (config.pad_token_id, config.bos_token_id, config.eos_token_id):
+            if special_id is not None:
+                mask &= input_ids != special_id
+    return mask
+
+
+def pool_residues(hidden_states: torch.Tensor, mask: torch.Tensor, method: str = "mean",
+                  bos_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Pool (batch, L, H) over the residues in `mask` into (batch, H).
+
+    `mean` and `max` use residue positions only (a sequence with none pools to zeros); `bos` takes the hidden state at
+    `bos_index` (batch,) -- the first real token.
+    """
+    if method == "bos":
+        if bos_index is None:
+            bos_index = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device)
+        return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), bos_index]
+    weights = mask.unsqueeze(-1).to(hidden_states.dtype)
+    if method == "mean":
+        return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1)
+    if method == "max":
+        pooled = hidden_states.masked_fill(~mask.unsqueeze(-1), torch.finfo(hidden_states.dtype).min).amax(1)
+        return torch.where(mask.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
+    raise ValueError(f"pooling must be 'mean', 'max' or 'bos', got {method!r}")
+
+
+class PLMClassificationHead(nn.Module):
+    def __init__(self, config: PLMConfig):
+        super().__init__()
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act_fn = ACT2FN[config.hidden_act]
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(self.act_fn(self.dense(self.dropout(features)))))
+
+
+class PLMForSequenceClassification(PLMPreTrainedModel):
+    """Regression (`num_labels=1`) or classification from residues pooled by `config.classifier_pooling`."""
+
+    def __init__(self, config: PLMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = PLMModel(config)
+        self.classifier = PLMClassificationHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        attention_type: str | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            attention_type=attention_type,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden_states = outputs.last_hidden_state
+        mask = residue_mask(input_ids, attention_mask, self.config, hidden_states.shape[:2], hidden_states.device)
+        bos_index = attention_mask.long().argmax(-1) if attention_mask is not None else None
+        pooled = pool_residues(hidden_states, mask, self.config.classifier_pooling, bos_index)
+        logits = self.classifier(pooled)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class PLMForTokenClassification(PLMPreTrainedModel):
+    """Per-token labels (e.g. secondary structure); label special tokens and padding with -100."""
+
+    def __init__(self, config: PLMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = PLMModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        attention_type: str | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            attention_type=attention_type,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, config=self.config, **kwargs)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = [
+    "PLMPreTrainedModel",
+    "PLMModel",
+    "PLMForMaskedLM",
+    "PLMForCausalLM",
+    "PLMForSequenceClassification",
+    "PLMForTokenClassification",
+]
