@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -156,14 +155,12 @@ def eager_attention_forward(
 
 def get_attention_function(attn_implementation: str) -> Callable:
     """The kernel for a backend name. An unknown or unregistered backend raises: we never fall back silently."""
-    if attn_implementation == "eager":
-        return eager_attention_forward
-    if attn_implementation not in ALL_ATTENTION_FUNCTIONS:
+    if attn_implementation != "eager" and attn_implementation not in ALL_ATTENTION_FUNCTIONS:
         raise ValueError(
             f"Attention backend {attn_implementation!r} is not available. Registered backends: eager, "
             f"{', '.join(sorted(ALL_ATTENTION_FUNCTIONS.keys()))}."
         )
-    return ALL_ATTENTION_FUNCTIONS[attn_implementation]
+    return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, eager_attention_forward)
 
 
 class PLMAttention(nn.Module):
@@ -254,9 +251,7 @@ class PLMLayer(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.deepnorm_alpha = config.deepnorm_alpha if config.norm_scheme == "deepnorm" else None
 
-    def forward(
-        self, hidden_states: torch.Tensor, **attention_kwargs
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, **attention_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.deepnorm_alpha is None:
             attention_output, weights = self.self_attn(self.attention_norm(hidden_states), **attention_kwargs)
             hidden_states = hidden_states + self.dropout(attention_output)
@@ -329,7 +324,9 @@ class PLMEmbeddings(nn.Module):
         return (embeddings * (1 - ESM_MASK_RATIO_TRAIN) / (1 - observed_ratio)).to(embeddings.dtype)
 
 
-def find_packed_sequence_ids(position_ids: torch.Tensor, block_position_ids: torch.Tensor | None) -> torch.Tensor | None:
+def find_packed_sequence_ids(
+    position_ids: torch.Tensor, block_position_ids: torch.Tensor | None
+) -> torch.Tensor | None:
     """Index of the sequence each token belongs to in padding-free packed rows, or None if each row holds one.
 
     A sequence starts where `position_ids` restarts at 0 (GLM span tokens never start one: they sit after their
@@ -500,8 +497,14 @@ class PLMModel(PLMPreTrainedModel):
         attn_implementation = "eager" if output_attentions else self.config._attn_implementation
         attention_function = get_attention_function(attn_implementation)
         mask = self._build_attention_mask(
-            attn_implementation, hidden_states, attention_mask, past_key_values, attention_type, sequence_ids,
-            block_position_ids, past_length,
+            attn_implementation,
+            hidden_states,
+            attention_mask,
+            past_key_values,
+            attention_type,
+            sequence_ids,
+            block_position_ids,
+            past_length,
         )
         position_embeddings = None
         if self.rotary_emb is not None:
@@ -561,7 +564,10 @@ class PLMModel(PLMPreTrainedModel):
         same_sequence = same_sequence_mask_function(sequence_ids) if sequence_ids is not None else None
         if attention_type == "bidirectional":
             return create_bidirectional_mask(
-                config, hidden_states, attention_mask, past_key_values=past_key_values,
+                config,
+                hidden_states,
+                attention_mask,
+                past_key_values=past_key_values,
                 and_mask_function=same_sequence,
             )
         context = None
@@ -569,8 +575,13 @@ class PLMModel(PLMPreTrainedModel):
             # Once the context is cached, new span tokens need only the causal mask: all of it is in their past.
             context = glm_context_mask_function(block_position_ids)
         return create_causal_mask(
-            config, hidden_states, attention_mask, past_key_values, position_ids=None,
-            or_mask_function=context, and_mask_function=same_sequence,
+            config,
+            hidden_states,
+            attention_mask,
+            past_key_values,
+            position_ids=None,
+            or_mask_function=context,
+            and_mask_function=same_sequence,
         )
 
 
@@ -631,8 +642,20 @@ class PLMLanguageModelBase(PLMPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head.decoder = new_embeddings
 
-    def _backbone(self, input_ids, attention_mask, position_ids, block_position_ids, past_key_values, inputs_embeds,
-                  use_cache, attention_type, output_attentions, output_hidden_states, logits_to_keep):
+    def _backbone(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids,
+        block_position_ids,
+        past_key_values,
+        inputs_embeds,
+        use_cache,
+        attention_type,
+        output_attentions,
+        output_hidden_states,
+        logits_to_keep,
+    ):
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -696,8 +719,17 @@ class PLMForMaskedLM(PLMLanguageModelBase):
             token here, so the MLM and span losses are one cross-entropy.
         """
         outputs, logits = self._backbone(
-            input_ids, attention_mask, position_ids, block_position_ids, None, inputs_embeds, False,
-            attention_type, output_attentions, output_hidden_states, 0,
+            input_ids,
+            attention_mask,
+            position_ids,
+            block_position_ids,
+            None,
+            inputs_embeds,
+            False,
+            attention_type,
+            output_attentions,
+            output_hidden_states,
+            0,
         )
         loss = None
         if labels is not None:
@@ -732,8 +764,17 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         labels: next-token targets as in transformers: pass the input ids (-100 to ignore); they are shifted here.
         """
         outputs, logits = self._backbone(
-            input_ids, attention_mask, position_ids, block_position_ids, past_key_values, inputs_embeds, use_cache,
-            attention_type, output_attentions, output_hidden_states, logits_to_keep,
+            input_ids,
+            attention_mask,
+            position_ids,
+            block_position_ids,
+            past_key_values,
+            inputs_embeds,
+            use_cache,
+            attention_type,
+            output_attentions,
+            output_hidden_states,
+            logits_to_keep,
         )
         loss = None
         if labels is not None:
@@ -749,7 +790,7 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, block_position_ids=None, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         if block_position_ids is not None:
-            model_inputs["block_position_ids"] = block_position_ids[:, -model_inputs["input_ids"].shape[1]:]
+            model_inputs["block_position_ids"] = block_position_ids[:, -model_inputs["input_ids"].shape[1] :]
         return model_inputs
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
@@ -771,8 +812,13 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         return model_kwargs
 
 
-def residue_mask(input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, config: PLMConfig,
-                 shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+def residue_mask(
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    config: PLMConfig,
+    shape: tuple[int, int],
+    device: torch.device,
+) -> torch.Tensor:
     """True at residue positions: real tokens that are not `<pad>`, `<bos>` or `<eos>`."""
     mask = torch.ones(shape, dtype=torch.bool, device=device)
     if attention_mask is not None:
@@ -784,8 +830,9 @@ def residue_mask(input_ids: torch.Tensor | None, attention_mask: torch.Tensor | 
     return mask
 
 
-def pool_residues(hidden_states: torch.Tensor, mask: torch.Tensor, method: str = "mean",
-                  bos_index: torch.Tensor | None = None) -> torch.Tensor:
+def pool_residues(
+    hidden_states: torch.Tensor, mask: torch.Tensor, method: str = "mean", bos_index: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pool (batch, L, H) over the residues in `mask` into (batch, H).
 
     `mean` and `max` use residue positions only (a sequence with none pools to zeros); `bos` takes the hidden state at

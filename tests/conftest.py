@@ -1,0 +1,39 @@
+import itertools
+import os
+
+import pytest
+import torch
+
+from modeling_plm.data import find_data_dir, read_fasta
+
+REQUIRE_DATA_ENV = "PLM_REQUIRE_DATA"  # CI sets it: a missing data set fails instead of skipping.
+
+
+def data_path(relative: str):
+    """Path of a file under the shared data folder, or skip (fail when $PLM_REQUIRE_DATA is set) if absent."""
+    root = find_data_dir(os.path.dirname(__file__))
+    path = root / relative if root is not None else None
+    if path is None or not path.exists():
+        message = f"shared data file {relative!r} not found (set PLM_DATA_DIR or put shared/data beside the repo)"
+        if os.environ.get(REQUIRE_DATA_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def swissprot_sequences() -> list[str]:
+    """Real Swiss-Prot sequences (first 64 of the 50k sample) of 20-120 residues, standard letters only."""
+    path = data_path("swissprot2014/sprot2014_sample50k_seed0.fasta.gz")
+    keep = (
+        r.sequence
+        for r in read_fasta(path)
+        if 20 <= len(r.sequence) <= 120 and set(r.sequence) <= set("ACDEFGHIKLMNPQRSTVWY")
+    )
+    return list(itertools.islice(keep, 64))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
