@@ -283,9 +283,12 @@ class PLMEmbeddings(nn.Module):
         position_ids: torch.Tensor,
         padding_mask: torch.Tensor | None,
         sequence_ids: torch.Tensor | None,
+        bidirectional: bool,
     ) -> torch.Tensor:
         embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
-        if self.token_dropout and input_ids is not None:
+        # Token dropout is a masked-LM device: its rescaling looks at the whole sequence, which causal decoding with
+        # a cache cannot, so it applies to bidirectional attention only.
+        if self.token_dropout and bidirectional and input_ids is not None:
             embeddings = self._token_dropout(embeddings, input_ids, padding_mask, sequence_ids)
         if hasattr(self, "position_embeddings"):
             if position_ids.max() >= self.max_position_embeddings:
@@ -321,7 +324,8 @@ class PLMEmbeddings(nn.Module):
             lengths.scatter_add_(1, sequence_ids, torch.ones_like(lengths[:, :1]).expand_as(sequence_ids))
             masked = torch.zeros_like(lengths).scatter_add_(1, sequence_ids, is_masked.float())
             observed_ratio = (masked / lengths.clamp(min=1)).gather(1, sequence_ids)[..., None]
-        return (embeddings * (1 - ESM_MASK_RATIO_TRAIN) / (1 - observed_ratio)).to(embeddings.dtype)
+        # An all-<mask> sequence has all-zero embeddings; the clamp keeps it zero instead of 0 / 0.
+        return (embeddings * (1 - ESM_MASK_RATIO_TRAIN) / (1 - observed_ratio).clamp(min=1e-6)).to(embeddings.dtype)
 
 
 def find_packed_sequence_ids(
@@ -491,7 +495,9 @@ class PLMModel(PLMPreTrainedModel):
         if block_position_ids is not None:
             block_position_ids = block_position_ids.to(device).expand(batch_size, -1)
 
-        hidden_states = self.embeddings(input_ids, inputs_embeds, position_ids, padding_mask, sequence_ids)
+        hidden_states = self.embeddings(
+            input_ids, inputs_embeds, position_ids, padding_mask, sequence_ids, attention_type == "bidirectional"
+        )
 
         # output_attentions is served by eager attention for this call, whatever the configured backend.
         attn_implementation = "eager" if output_attentions else self.config._attn_implementation

@@ -179,7 +179,7 @@ def test_causal_ignores_future_tokens_and_bidirectional_does_not(config_name, to
     torch.testing.assert_close(default, run(model, input_ids=changed, attention_type="causal").logits[0, : t + 1])
 
 
-@pytest.mark.parametrize("config_name", ["modern", "xtrimopglm"])
+@pytest.mark.parametrize("config_name", ["modern", "xtrimopglm", "esm"])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_generate_with_cache_equals_greedy_without(config_name, attn_implementation, tokenizer, sequences):
     model = make_model(PLMForCausalLM, config_name, attn_implementation)
