@@ -9,7 +9,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="plm",
         description="Protein language models for the Hugging Face ecosystem.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  plm demo\n  plm demo --preset esm2_8m --num-sequences 16",
+        epilog=(
+            "examples:\n  plm demo\n  plm demo --preset esm2_8m --num-sequences 16\n"
+            "  plm convert esm2 ./esm2_t6_8M_UR50D ./esm2-8m-plm\n  plm convert to-esm2 ./esm2-8m-plm ./esm2-8m-back"
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -25,6 +28,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-length", type=int, default=200, help="skip longer sequences")
     demo.add_argument("--output-dir", default="outputs/demo-model")
     demo.add_argument("--seed", type=int, default=0)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert checkpoints between transformers' ESM-2 and modeling_plm",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  plm convert esm2 ./esm2_t6_8M_UR50D ./esm2-8m-plm       # a local folder laid out like facebook/esm2_*\n"
+            "  plm convert esm2 facebook/esm2_t6_8M_UR50D ./esm2-8m-plm  # a hub id, when online\n"
+            "  plm convert to-esm2 ./esm2-8m-plm ./esm2-8m-esm          # back to transformers' EsmForMaskedLM"
+        ),
+    )
+    directions = convert.add_subparsers(dest="direction", required=True)
+    to_plm = directions.add_parser("esm2", help="ESM-2 checkpoint (folder or hub id) -> modeling_plm checkpoint")
+    to_plm.add_argument("source", help="folder with config.json, model.safetensors or pytorch_model.bin, vocab.txt")
+    to_plm.add_argument("destination", help="output folder (safetensors, config, remote code, tokenizer)")
+    to_esm = directions.add_parser("to-esm2", help="modeling_plm checkpoint -> transformers ESM-2 checkpoint")
+    to_esm.add_argument("source", help="a modeling_plm checkpoint folder whose architecture ESM-2 can express")
+    to_esm.add_argument("destination", help="output folder (EsmForMaskedLM safetensors, config, vocab.txt)")
     return parser
 
 
@@ -34,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         run_demo(args.preset, args.fasta, args.num_sequences, args.max_length, args.output_dir, args.seed)
+    elif args.command == "convert":
+        from .convert import convert_esm2, convert_plm_to_esm2
+
+        convert = convert_esm2 if args.direction == "esm2" else convert_plm_to_esm2
+        print(f"Wrote {convert(args.source, args.destination)}")
     return 0
 
 

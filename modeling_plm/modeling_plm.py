@@ -198,6 +198,8 @@ class PLMAttention(nn.Module):
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        # The query is scaled before the rotation, as ESM-2 does: the same maths, and ESM's exact rounding.
+        query = query * self.scaling
         if position_embeddings is not None:
             query, key = apply_rotary_pos_emb(query, key, *position_embeddings, is_2d=self.rotary_2d)
         if past_key_values is not None:
@@ -209,7 +211,7 @@ class PLMAttention(nn.Module):
             value,
             attention_mask,
             dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
+            scaling=1.0,
             is_causal=is_causal,
             **kwargs,
         )
@@ -483,8 +485,11 @@ class PLMModel(PLMPreTrainedModel):
         sequence_ids = None
         if position_ids is None:
             if attention_mask is not None:
-                # Positions count real tokens only, so left- and right-padded rows match their unpadded selves.
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]
+                # Positions start at the first real token, so left- and right-padded rows match their unpadded
+                # selves; right padding keeps plain 0..L-1 (as ESM-2, so even padded positions match it).
+                first_real = attention_mask.long().argmax(-1, keepdim=True)
+                position_ids = torch.arange(attention_mask.shape[1], device=device) - first_real
+                position_ids = position_ids.clamp(min=0)[:, -seq_length:]
             else:
                 position_ids = torch.arange(past_length, past_length + seq_length, device=device)
                 position_ids = position_ids.unsqueeze(0).expand(batch_size, -1)
