@@ -15,6 +15,7 @@ from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
 
 from .configuration_plm import PLMConfig
 from .modeling_plm import PLMForMaskedLM
+from .presets import ESM2_ARCHITECTURE
 from .tokenization_plm import PLMTokenizerFast, read_vocab_file
 
 # ESM parameter names (without the "esm." prefix of EsmForMaskedLM) and their PLM names.
@@ -35,6 +36,12 @@ _NAME_TEMPLATES = [
     ("lm_head.decoder.weight", "lm_head.decoder.weight"),
     ("lm_head.bias", "lm_head.bias"),
 ]
+# The architecture knobs every ESM-2 shares (the rest are read from, or written to, each EsmConfig).
+ESM2_FIXED_KNOBS = {
+    key: value
+    for key, value in ESM2_ARCHITECTURE.items()
+    if key not in ("hidden_act", "token_dropout", "max_position_embeddings")
+}
 # Buffers ESM checkpoints may carry that PLM recomputes (rotary frequencies, position ranges).
 _ESM_IGNORED = re.compile(r"(.*rotary_embeddings\.inv_freq|.*position_ids)$")
 
@@ -100,25 +107,18 @@ def esm_config_to_plm(esm: EsmConfig, tokenizer: PLMTokenizerFast) -> PLMConfig:
     if problems:
         raise ValueError("Not an ESM-2 checkpoint: " + "; ".join(problems))
     return PLMConfig(
+        **ESM2_FIXED_KNOBS,
+        # ESM-2 always computes the erf GELU as x * 0.5 * (1 + erf(x / sqrt(2))), whatever its config says;
+        # "gelu_python" is that very formula, so the converted model rounds exactly as ESM does.
+        hidden_act="gelu_python",
         vocab_size=esm.vocab_size,
         hidden_size=esm.hidden_size,
         num_hidden_layers=esm.num_hidden_layers,
         num_attention_heads=esm.num_attention_heads,
         intermediate_size=esm.intermediate_size,
-        mlp_type="mlp",
-        # ESM-2 always computes the erf GELU as x * 0.5 * (1 + erf(x / sqrt(2))), whatever its config says;
-        # "gelu_python" is that very formula, so the converted model rounds exactly as ESM does.
-        hidden_act="gelu_python",
-        norm_type="layernorm",
-        norm_scheme="pre",
         layer_norm_eps=esm.layer_norm_eps,
-        position_embedding_type="rotary",
         rope_theta=getattr(esm, "rope_theta", None) or 10000.0,
         max_position_embeddings=esm.max_position_embeddings,
-        attention_bias=True,
-        mlp_bias=True,
-        lm_head_transform=True,
-        lm_head_bias=True,
         tie_word_embeddings=getattr(esm, "tie_word_embeddings", True),
         token_dropout=esm.token_dropout,
         mask_token_id=esm.mask_token_id if esm.mask_token_id is not None else tokenizer.mask_token_id,
@@ -135,14 +135,7 @@ def esm_config_to_plm(esm: EsmConfig, tokenizer: PLMTokenizerFast) -> PLMConfig:
 def plm_config_to_esm(config: PLMConfig) -> EsmConfig:
     """The EsmConfig of a PLM config; raises listing every knob ESM cannot express."""
     expected = {
-        "mlp_type": "mlp",
-        "norm_type": "layernorm",
-        "norm_scheme": "pre",
-        "position_embedding_type": "rotary",
-        "attention_bias": True,
-        "mlp_bias": True,
-        "lm_head_transform": True,
-        "lm_head_bias": True,
+        **ESM2_FIXED_KNOBS,
         "tie_word_embeddings": True,
         "num_key_value_heads": config.num_attention_heads,
         "head_dim": config.hidden_size // config.num_attention_heads,
