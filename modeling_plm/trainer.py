@@ -1,0 +1,784 @@
+"""Pretraining on `accelerate`: one loop for CPU, one GPU, DDP, FSDP2 and DeepSpeed.
+
+The loop is plain and explicit; accelerate supplies the distributed engine, mixed precision, gradient clipping,
+checkpoint state (`save_state` / `load_state`) and trackers. What it adds:
+
+- exact resume: the data position of every rank and the step are saved with the accelerate state, collation is a
+  pure function of (sequences, seed) and every seed derives from (run seed, rank, micro-batch index);
+- atomic checkpoints (written to `step-N.tmp`, then renamed) with a retention limit;
+- SIGTERM saves a checkpoint and exits cleanly; a NaN/Inf loss stops the run and names the last good checkpoint;
+- `metrics.jsonl` (one record per log step) and TensorBoard, a progress bar with tokens/s and loss;
+- FLOPs accounting, 6·N·D and exact with attention, feeding the scaling-law tools;
+- the CLM→MLM transfer recipe as two phases, the second from the first's weights with a fresh optimizer and
+  schedule.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, set_seed
+from tqdm.auto import tqdm
+
+from . import __version__
+from .collators import GLMCollator, build_collator, pack_rows
+from .configuration_plm import PLMConfig
+from .data import (
+    DATA_DIR_ENV,
+    DataSource,
+    ProteinStream,
+    RecordPolicy,
+    RecordStats,
+    find_data_dir,
+    load_clusters,
+    read_id_list,
+)
+from .flops import flops_6nd, non_embedding_parameters, training_flops
+from .modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
+from .presets import config_from_preset
+from .tokenization_plm import PLMTokenizerFast
+
+logger = logging.getLogger("modeling_plm.trainer")
+
+OBJECTIVES = ("mlm", "clm", "glm", "clm-mlm")
+ATTENTION_OF_OBJECTIVE = {"mlm": "bidirectional", "clm": "causal", "glm": "glm"}
+CHECKPOINT_PREFIX = "step-"
+
+
+@dataclass
+class PretrainConfig:
+    """Every knob of a pretraining run. YAML files and `--flags` set these fields (flags win)."""
+
+    # Model
+    preset: str = "small"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    # Objective
+    objective: str = "mlm"
+    transfer_fraction: float = 0.15
+    mask_ratio: float = 0.15
+    glm_mlm_probability: float = 0.3
+    glm_span_probability: float = 0.4
+    glm_gmask_probability: float = 0.3
+    # Data
+    train_file: list[str] = field(default_factory=list)
+    valid_file: list[str] = field(default_factory=list)
+    valid_fraction: float = 0.01
+    valid_sequences: int = 256
+    crop_length: int = 510
+    min_length: int = 1
+    invalid_residues: str = "skip"
+    stop_codon: str = "strip"
+    exclude_ids: str | None = None
+    clusters: str | None = None
+    shuffle_buffer: int = 10_000
+    # Batches
+    batch_size: int = 16
+    pack_length: int | None = None
+    gradient_accumulation_steps: int = 1
+    # Optimisation (the paper's recipe: AdamW β2 0.95, wd 0.1, clip 1.0, 2.5% warm-up, cosine to 10%)
+    max_steps: int = 1000
+    learning_rate: float = 4e-4
+    lr_schedule: str = "cosine"
+    warmup_ratio: float = 0.025
+    min_lr_ratio: float = 0.1
+    wsd_decay_ratio: float = 0.2
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    # Bookkeeping
+    output_dir: str = "runs/pretrain"
+    seed: int = 0
+    log_steps: int = 10
+    eval_steps: int = 100
+    eval_batch_size: int = 16
+    eval_objectives: list[str] = field(default_factory=list)
+    save_steps: int = 100
+    save_total_limit: int = 3
+    resume: str | None = None
+    report_to: str = "tensorboard"
+
+    def validate(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not self.train_file:
+            raise ValueError("no training data: pass --train-file PATH[:WEIGHT] (repeatable)")
+        for objective in self.eval_objectives:
+            if objective not in ATTENTION_OF_OBJECTIVE:
+                raise ValueError(f"eval objective must be mlm, clm or glm, got {objective!r}")
+        if self.lr_schedule not in ("cosine", "wsd", "constant"):
+            raise ValueError(f"lr_schedule must be cosine, wsd or constant, got {self.lr_schedule!r}")
+        if self.pack_length is not None and self.crop_length + 2 > self.pack_length:
+            raise ValueError(f"crop_length + 2 ({self.crop_length + 2}) must fit in pack_length ({self.pack_length})")
+        if not 0 < self.transfer_fraction < 1:
+            raise ValueError("transfer_fraction must be between 0 and 1")
+
+    def resolve_paths(self) -> None:
+        """Expand `${PLM_DATA_DIR}` (the environment variable, else the shared data folder beside the repo) and `~`."""
+        self.train_file = [expand_data_path(spec) for spec in self.train_file]
+        self.valid_file = [expand_data_path(spec) for spec in self.valid_file]
+        for name in ("exclude_ids", "clusters", "init_from"):
+            if getattr(self, name):
+                setattr(self, name, expand_data_path(getattr(self, name)))
+
+
+def expand_data_path(spec: str) -> str:
+    if "PLM_DATA_DIR" in spec:
+        data_dir = os.environ.get(DATA_DIR_ENV) or find_data_dir()
+        if data_dir is None:
+            raise FileNotFoundError(f"{spec}: set {DATA_DIR_ENV} to the shared data folder")
+        spec = spec.replace("${PLM_DATA_DIR}", str(data_dir)).replace("$PLM_DATA_DIR", str(data_dir))
+    return os.path.expanduser(spec)
+
+
+def learning_rate_factor(step: int, total_steps: int, config: PretrainConfig) -> float:
+    """Multiplier of the peak LR: linear warm-up, then cosine decay to `min_lr_ratio` (or WSD: stable, then a
+    linear decay over the last `wsd_decay_ratio` of the steps)."""
+    warmup = max(1, round(config.warmup_ratio * total_steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.lr_schedule == "constant":
+        return 1.0
+    floor = config.min_lr_ratio
+    if config.lr_schedule == "wsd":
+        decay_start = total_steps - max(1, round(config.wsd_decay_ratio * total_steps))
+        if step < decay_start:
+            return 1.0
+        progress = (step - decay_start) / max(1, total_steps - decay_start)
+        return 1.0 - (1.0 - floor) * min(1.0, progress)
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def derived_seed(*parts: int | str) -> int:
+    """A stable 63-bit seed from the parts (independent of Python's hash randomisation)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def objective_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and the number of target tokens: CLM predicts the next token, MLM and GLM the label at
+    each position (GLM batches already hold each span token's next token as its label)."""
+    if objective == "clm":
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+    return loss, (labels != -100).sum()
+
+
+def batch_sequence_lengths(batch: dict[str, torch.Tensor], pad_token_id: int) -> tuple[list[int], list[int] | None]:
+    """Real-token length of every sequence in a padded or packed batch, and GLM context lengths when present."""
+    real = batch["input_ids"] != pad_token_id
+    if "attention_mask" in batch:
+        real &= batch["attention_mask"].bool()
+        sequence_ids = torch.zeros_like(batch["input_ids"]) + torch.arange(len(real))[:, None] * real.shape[1]
+    else:  # packed rows: a sequence starts where its position restarts at 0 (outside GLM spans)
+        starts = batch["position_ids"] == 0
+        if "block_position_ids" in batch:
+            starts &= batch["block_position_ids"] == 0
+        sequence_ids = starts.flatten().long().cumsum(0).view_as(starts)
+    ids = sequence_ids[real]
+    lengths = torch.bincount(ids)
+    contexts = None
+    if "block_position_ids" in batch:
+        is_context = (batch["block_position_ids"] == 0)[real]
+        contexts = torch.bincount(ids, weights=is_context.double(), minlength=len(lengths)).long()
+        contexts = contexts[lengths > 0].tolist()
+    return lengths[lengths > 0].tolist(), contexts
+
+
+class Batcher:
+    """Turns a ProteinStream into micro-batches. Padded: `batch_size` sequences. Packed: as many sequences as fill
+    `batch_size` rows of `pack_length` tokens (next-fit, the collators' rule). It never consumes a sequence it does
+    not place, so `placed` is an exact resume position."""
+
+    def __init__(self, stream: ProteinStream, config: PretrainConfig, sample_length: Callable[[str], int]):
+        self.stream, self.config, self.sample_length = stream, config, sample_length
+        self.placed = 0
+        self._iterator = None
+        self._lookahead: list[str] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        # The stream may have read one sequence ahead (the one that did not fit): resume at what was placed.
+        return {"placed": self.placed, "stream": {**self.stream.state_dict(), "consumed": self.placed}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state["stream"])
+        self.placed, self._iterator, self._lookahead = state["placed"], None, []
+
+    def _next_sequence(self) -> str | None:
+        if self._lookahead:
+            return self._lookahead.pop()
+        if self._iterator is None:
+            self._iterator = iter(self.stream)
+        return next(self._iterator, None)
+
+    def next_batch(self) -> list[str]:
+        sequences: list[str] = []
+        if self.config.pack_length is None:
+            while len(sequences) < self.config.batch_size and (sequence := self._next_sequence()) is not None:
+                sequences.append(sequence)
+        else:
+            lengths: list[int] = []
+            while (sequence := self._next_sequence()) is not None:
+                lengths.append(self.sample_length(sequence))
+                if len(pack_rows(lengths, self.config.pack_length)) > self.config.batch_size:
+                    self._lookahead.append(sequence)
+                    lengths.pop()
+                    break
+                sequences.append(sequence)
+        self.placed += len(sequences)
+        return sequences
+
+
+def build_model(config: PretrainConfig, objective: str, init_from: str | None) -> PLMLanguageModelBase:
+    model_class = PLMForCausalLM if objective == "clm" else PLMForMaskedLM
+    if init_from:
+        return model_class.from_pretrained(init_from, attn_implementation=config.attn_implementation)
+    model_config = config_from_preset(config.preset, **config.model_overrides)
+    model = model_class(model_config)
+    model.set_attn_implementation(config.attn_implementation)
+    return model
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and embeddings (standard for transformers)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        is_matrix = parameter.ndim >= 2 and "embeddings" not in name
+        (decay if is_matrix else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _sources(specs: list[str]) -> list[DataSource]:
+    return [DataSource.parse(spec) for spec in specs]
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    found = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and not p.name.endswith(".tmp")]
+    return sorted(found, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
+
+
+class PhaseRunner:
+    """Trains one objective for a number of steps into `output_dir` (one phase of a run)."""
+
+    def __init__(
+        self,
+        config: PretrainConfig,
+        objective: str,
+        max_steps: int,
+        output_dir: Path,
+        init_from: str | None,
+        phase_seed: int,
+    ):
+        self.config, self.objective, self.max_steps = config, objective, max_steps
+        self.output_dir = output_dir
+        self.checkpoint_dir = output_dir / "checkpoints"
+        self.phase_seed = phase_seed
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=config.mixed_precision,
+            log_with=config.report_to if config.report_to != "none" else None,
+            project_dir=str(output_dir),
+        )
+        self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED and config.gradient_accumulation_steps > 1:
+            raise ValueError("DeepSpeed steps the optimizer on every backward: use --gradient-accumulation-steps 1")
+        self.tokenizer = PLMTokenizerFast()
+        set_seed(phase_seed % 2**32)  # the initial weights (and dropout) depend on the run's seed only
+        model = build_model(config, objective, init_from)
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.model_config: PLMConfig = model.config
+        self.tokenizer.model_max_length = self.model_config.max_position_embeddings
+        optimizer = torch.optim.AdamW(
+            _parameter_groups(model, config.weight_decay),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: learning_rate_factor(step, max_steps, config)
+        )
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.collator = self._collator(objective)
+        if config.pack_length is not None and self._sample_length("A" * config.crop_length) > config.pack_length:
+            raise ValueError(
+                f"a {objective} sample of crop_length={config.crop_length} residues can take "
+                f"{self._sample_length('A' * config.crop_length)} tokens, more than pack_length={config.pack_length}: "
+                "lower --crop-length or raise --pack-length"
+            )
+        self.train_stream = self._stream("train", phase_seed)
+        self.batcher = Batcher(self.train_stream, config, self._sample_length)
+        self.step = 0
+        self.micro_batch = 0
+        self.tokens = 0
+        self.flops_exact = 0.0
+        self.stop_requested = False
+        self._valid_sequences: list[str] | None = None
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    def _policy(self) -> RecordPolicy:
+        return RecordPolicy(
+            invalid=self.config.invalid_residues, stop_codon=self.config.stop_codon, min_length=self.config.min_length
+        )
+
+    def _stream(self, split: str, seed: int) -> ProteinStream:
+        config = self.config
+        separate_valid = split == "valid" and bool(config.valid_file)
+        files = config.valid_file if separate_valid else config.train_file
+        return ProteinStream(
+            _sources(files),
+            split=split,
+            # Separate validation files are used whole; otherwise validation is a held-out split of the training
+            # files (by sequence hash, or cluster, so no exact duplicate straddles the split).
+            valid_fraction=1.0 if separate_valid else config.valid_fraction,
+            seed=seed,
+            crop_length=config.crop_length,
+            shuffle_buffer=config.shuffle_buffer,
+            rank=self.rank,
+            world_size=self.world_size,
+            policy=self._policy(),
+            clusters=load_clusters(config.clusters) if config.clusters else None,
+            exclude_ids=read_id_list(config.exclude_ids) if config.exclude_ids else None,
+            max_sequences=config.valid_sequences if split == "valid" else None,
+        )
+
+    def _collator(self, objective: str):
+        options: dict[str, Any] = {}
+        if objective == "mlm":
+            options = {"mask_ratio": self.config.mask_ratio}
+        elif objective == "glm":
+            options = {
+                "mlm_probability": self.config.glm_mlm_probability,
+                "span_probability": self.config.glm_span_probability,
+                "gmask_probability": self.config.glm_gmask_probability,
+                "mask_ratio": self.config.mask_ratio,
+            }
+        return build_collator(objective, self.tokenizer, pack_length=self.config.pack_length, **options)
+
+    def _sample_length(self, sequence: str) -> int:
+        """Tokens a sequence takes in a packed row: <bos> residues <eos>, or GLM's bound over its layouts (a span
+        adds <smask> and <sop>), so a batch never needs more rows than planned."""
+        if isinstance(self.collator, GLMCollator):
+            return self.collator.max_sample_length(len(sequence))
+        return len(sequence) + 2
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key: value.to(self.accelerator.device) for key, value in batch.items()}
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        final = self.checkpoint_dir / f"{CHECKPOINT_PREFIX}{self.step:07d}"
+        temporary = final.with_name(final.name + ".tmp")
+        if self.accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+            temporary.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(temporary))
+        state = {
+            "step": self.step,
+            "micro_batch": self.micro_batch,
+            "tokens": self.tokens,
+            "flops_exact": self.flops_exact,
+            "batcher": self.batcher.state_dict(),
+        }
+        (temporary / f"trainer_state_rank{self.rank}.json").write_text(json.dumps(state))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(temporary, final)  # atomic: a checkpoint folder either is complete or does not exist
+            for old in _checkpoints(self.checkpoint_dir)[: -self.config.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, folder: Path) -> None:
+        self.accelerator.load_state(str(folder))
+        state = json.loads((folder / f"trainer_state_rank{self.rank}.json").read_text())
+        self.step, self.micro_batch = state["step"], state["micro_batch"]
+        self.tokens, self.flops_exact = state["tokens"], state["flops_exact"]
+        self.batcher.load_state_dict(state["batcher"])
+
+    # ---- evaluation -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, objectives: list[str]) -> dict[str, dict[str, float]]:
+        """Validation loss and perplexity of each objective, on the same held-out sequences every time."""
+        self.model.eval()
+        results = {}
+        if self._valid_sequences is None:
+            self._valid_sequences = list(self._stream("valid", self.config.seed))
+            if not self._valid_sequences:
+                if not self.config.valid_file:  # an empty training file is the real problem: say so
+                    next(iter(self._stream("train", self.config.seed)), None)
+                raise ValueError("the validation split is empty: raise --valid-fraction or pass --valid-file")
+        sequences = self._valid_sequences
+        for objective in objectives:
+            collator = self._collator(objective)
+            loss_sum = torch.zeros((), device=self.accelerator.device, dtype=torch.float64)
+            count = torch.zeros((), device=self.accelerator.device, dtype=torch.float64)
+            for start in range(0, len(sequences), self.config.eval_batch_size):
+                chunk = sequences[start : start + self.config.eval_batch_size]
+                batch = self._to_device(collator(chunk, derived_seed(self.config.seed, "eval", objective, start)))
+                labels = batch.pop("labels")
+                with self.accelerator.autocast():
+                    logits = self.model(**batch, attention_type=ATTENTION_OF_OBJECTIVE[objective]).logits
+                loss, n = objective_loss(logits, labels, objective)
+                loss_sum += loss.double()
+                count += n
+            loss_sum, count = self.accelerator.reduce(loss_sum), self.accelerator.reduce(count)
+            mean = (loss_sum / count.clamp(min=1)).item()
+            results[objective] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0))}
+        self.model.train()
+        return results
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def _micro_batches(self) -> list[dict[str, torch.Tensor]]:
+        batches = []
+        for _ in range(self.config.gradient_accumulation_steps):
+            sequences = self.batcher.next_batch()
+            if not sequences:
+                raise RuntimeError("the training stream ran dry (a finite source?)")
+            seed = derived_seed(self.phase_seed, "train", self.rank, self.micro_batch)
+            batches.append(self.collator(sequences, seed))
+            self.micro_batch += 1
+        return batches
+
+    def train_step(self) -> tuple[float, int, float]:
+        """One optimizer step over the accumulation window. Returns (mean loss, real tokens, exact FLOPs) of this
+        rank; the loss is normalised by the window's target-token count, not averaged per micro-batch."""
+        micro_batches = self._micro_batches()
+        targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
+        attention = ATTENTION_OF_OBJECTIVE[self.objective]
+        loss_total, tokens, flops = 0.0, 0, 0.0
+        for index, batch in enumerate(micro_batches):
+            lengths, contexts = batch_sequence_lengths(batch, self.tokenizer.pad_token_id)
+            tokens += sum(lengths)
+            flops += training_flops(self.model_config, lengths, attention, contexts)
+            batch = self._to_device(batch)
+            labels = batch.pop("labels")
+            is_last = index == len(micro_batches) - 1
+            context = self.accelerator.no_sync(self.model) if not is_last else _nullcontext()
+            with context, self.accelerator.autocast():
+                logits = self.model(**batch, attention_type=attention).logits
+                loss, _ = objective_loss(logits, labels, self.objective)
+                loss = loss / max(targets, 1)
+            self.accelerator.backward(loss)
+            loss_total += loss.item()
+        if self.config.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_total, tokens, flops
+
+    def run(self, eval_objectives: list[str], metrics_file: Path, record: dict[str, Any]) -> dict[str, Any]:
+        accelerator, config = self.accelerator, self.config
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        resume_from = self._resume_point()
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+            accelerator.print(f"Resumed {self.objective} from {resume_from} (step {self.step})")
+        if config.report_to != "none":
+            accelerator.init_trackers(self.output_dir.name, config=_flat_config(config))
+        previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        last_good = resume_from
+        n_params = non_embedding_parameters(self.model_config)
+        if self.step == 0:
+            initial = self.evaluate(eval_objectives)
+            self._log_eval(initial, metrics_file)
+            record.setdefault("initial_eval", initial)
+        progress = tqdm(
+            total=self.max_steps,
+            initial=self.step,
+            disable=not accelerator.is_main_process,
+            desc=f"{self.objective} pretraining",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        window_start, window_tokens = time.perf_counter(), 0
+        try:
+            while self.step < self.max_steps:
+                loss, tokens, flops = self.train_step()
+                self.step += 1
+                # One reduction per step carries the loss, the counts and every rank's stop request.
+                stats = torch.tensor(
+                    [loss, tokens, flops, float(self.stop_requested)], dtype=torch.float64, device=accelerator.device
+                )
+                stats = accelerator.reduce(stats, reduction="sum")
+                mean_loss = stats[0].item() / self.world_size
+                if not math.isfinite(mean_loss):
+                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved yet"
+                    raise FloatingPointError(
+                        f"Loss became {mean_loss} at step {self.step} ({self.objective}); {where}. Lower the learning "
+                        "rate or use bf16/fp32, then resume with --resume."
+                    )
+                self.tokens += int(stats[1].item())
+                self.flops_exact += stats[2].item()
+                window_tokens += int(stats[1].item())
+                progress.update(1)
+                if self.step % config.log_steps == 0 or self.step == self.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    entry = {
+                        "step": self.step,
+                        "objective": self.objective,
+                        "tokens": self.tokens,
+                        "flops_6nd": flops_6nd(self.model_config, self.tokens),
+                        "flops": self.flops_exact,
+                        "loss": mean_loss,
+                        "learning_rate": self.scheduler.get_last_lr()[0],
+                        "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                        "non_embedding_parameters": n_params,
+                    }
+                    self._write_metrics(entry, metrics_file)
+                    progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
+                    window_start, window_tokens = time.perf_counter(), 0
+                if self.step % config.eval_steps == 0 or self.step == self.max_steps:
+                    self._log_eval(self.evaluate(eval_objectives), metrics_file)
+                if stats[3].item() > 0:
+                    saved = self.save_checkpoint()
+                    accelerator.print(f"SIGTERM: saved {saved}; resume with --resume")
+                    raise SystemExit(0)
+                if self.step % config.save_steps == 0 or self.step == self.max_steps:
+                    last_good = self.save_checkpoint()
+        finally:
+            progress.close()
+            signal.signal(signal.SIGTERM, previous_handler)
+            if config.report_to != "none":
+                accelerator.end_training()
+        return self.evaluate(eval_objectives)
+
+    def _resume_point(self) -> Path | None:
+        resume = self.config.resume
+        if not resume:
+            if _checkpoints(self.checkpoint_dir):
+                raise FileExistsError(
+                    f"{self.checkpoint_dir} already has checkpoints: pass --resume to continue, or a new --output-dir"
+                )
+            return None
+        if resume == "auto" or Path(resume) == Path(self.config.output_dir):
+            found = _checkpoints(self.checkpoint_dir)
+            return found[-1] if found else None
+        path = Path(resume)
+        if not (path / f"trainer_state_rank{self.rank}.json").exists():
+            raise FileNotFoundError(f"{path} is not a complete checkpoint of this run")
+        return path
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.stop_requested = True  # acted on after the current step, on every rank together
+
+    def _write_metrics(self, entry: dict[str, Any], metrics_file: Path) -> None:
+        if self.accelerator.is_main_process:
+            with open(metrics_file, "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+        self.accelerator.log({k: v for k, v in entry.items() if isinstance(v, int | float)}, step=self.step)
+
+    def _log_eval(self, results: dict[str, dict[str, float]], metrics_file: Path) -> None:
+        entry: dict[str, Any] = {"step": self.step, "objective": self.objective, "tokens": self.tokens}
+        for objective, values in results.items():
+            entry[f"valid_loss_{objective}"] = values["loss"]
+            entry[f"valid_perplexity_{objective}"] = values["perplexity"]
+        self._write_metrics(entry, metrics_file)
+        self.accelerator.print(
+            f"step {self.step}: " + ", ".join(f"valid {k} loss {v['loss']:.4f}" for k, v in results.items())
+        )
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *args):
+        return False
+
+
+def _flat_config(config: PretrainConfig) -> dict[str, Any]:
+    """TensorBoard's hparams accept scalars and strings only."""
+    return {
+        k: (v if isinstance(v, int | float | str | bool) else json.dumps(v))
+        for k, v in dataclasses.asdict(config).items()
+        if v is not None
+    }
+
+
+def phases_of(config: PretrainConfig) -> list[tuple[str, int]]:
+    """(objective, steps) of each phase: one, or CLM then MLM for the transfer recipe."""
+    if config.objective != "clm-mlm":
+        return [(config.objective, config.max_steps)]
+    clm_steps = max(1, round(config.transfer_fraction * config.max_steps))
+    return [("clm", clm_steps), ("mlm", config.max_steps - clm_steps)]
+
+
+def pretrain(config: PretrainConfig) -> Path:
+    """Run a pretraining job; returns the folder of the final model (`<output_dir>/final`)."""
+    config.resolve_paths()
+    config.validate()
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_file = output_dir / "metrics.jsonl"
+    phases = phases_of(config)
+    started = time.time()
+    record: dict[str, Any] = {"phases": []}
+    init_from = config.init_from
+    runner = None
+    for index, (objective, steps) in enumerate(phases):
+        phase_dir = output_dir if len(phases) == 1 else output_dir / f"phase{index + 1}-{objective}"
+        done_marker = phase_dir / "phase_complete.json"
+        if len(phases) > 1 and done_marker.exists():  # a finished phase of a resumed transfer run
+            record["phases"].append(json.loads(done_marker.read_text()))
+            init_from = str(phase_dir / "model")
+            continue
+        eval_objectives = config.eval_objectives or sorted({objective for objective, _ in phases})
+        runner = PhaseRunner(config, objective, steps, phase_dir, init_from, derived_seed(config.seed, index))
+        final_eval = runner.run(eval_objectives, metrics_file, record)
+        phase_record = {
+            "objective": objective,
+            "steps": steps,
+            "tokens": runner.tokens,
+            "flops_6nd": flops_6nd(runner.model_config, runner.tokens),
+            "flops": runner.flops_exact,
+            "final_eval": final_eval,
+            "fresh_optimizer_and_schedule": index > 0,
+        }
+        record["phases"].append(phase_record)
+        if len(phases) > 1 and index < len(phases) - 1:
+            _save_model(runner, phase_dir / "model")
+            if runner.accelerator.is_main_process:
+                done_marker.write_text(json.dumps(phase_record))
+            runner.accelerator.wait_for_everyone()
+            init_from = str(phase_dir / "model")
+    final_dir = output_dir / "final"
+    _save_model(runner, final_dir)
+    if runner.accelerator.is_main_process:
+        stats = RecordStats()
+        stats.merge(runner.train_stream.stats)
+        model_config = runner.model_config
+        training_record = {
+            "modeling_plm_version": __version__,
+            "objective": config.objective,
+            "phases": record["phases"],
+            "steps": config.max_steps,
+            "tokens": sum(p["tokens"] for p in record["phases"]),
+            "flops_6nd": sum(p["flops_6nd"] for p in record["phases"]),
+            "flops": sum(p["flops"] for p in record["phases"]),
+            "non_embedding_parameters": non_embedding_parameters(model_config),
+            "parameters": model_config.num_parameters(include_embeddings=True),
+            "initial_eval": record.get("initial_eval"),
+            "final_eval": record["phases"][-1]["final_eval"],
+            "data": {
+                "train": [dataclasses.asdict(s) for s in _sources(config.train_file)],
+                "valid": [dataclasses.asdict(s) for s in _sources(config.valid_file)] or "held-out split of train",
+                "valid_fraction": config.valid_fraction,
+                "record_stats_last_phase": stats.as_dict(),
+            },
+            "world_size": runner.world_size,
+            "device": str(runner.accelerator.device),
+            "mixed_precision": config.mixed_precision,
+            "wall_time_s": time.time() - started,
+            "config": dataclasses.asdict(config),
+        }
+        (final_dir / "training_record.json").write_text(json.dumps(training_record, indent=2) + "\n")
+    runner.accelerator.wait_for_everyone()
+    return final_dir
+
+
+def _save_model(runner: PhaseRunner, folder: Path) -> None:
+    accelerator = runner.accelerator
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(runner.model)
+    state_dict = accelerator.get_state_dict(runner.model)
+    if accelerator.is_main_process:
+        model.save_pretrained(folder, state_dict=state_dict)
+        runner.tokenizer.save_pretrained(folder)
+    accelerator.wait_for_everyone()
+
+
+# ---- configuration from YAML and flags ------------------------------------------------------------------------
+def _field_parser(annotation: Any):
+    text = str(annotation)
+    if "dict" in text:
+        return json.loads
+    if "int" in text and "float" not in text and "str" not in text:
+        return int
+    if "float" in text:
+        return float
+    return str
+
+
+def build_argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plm pretrain",
+        description="Pretrain a protein language model with accelerate (CPU, GPU, DDP, FSDP2, DeepSpeed).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=PRETRAIN_EXAMPLES,
+    )
+    parser.add_argument("config", nargs="?", help="YAML run config (its keys are the flags below, with underscores)")
+    for spec in dataclasses.fields(PretrainConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        if spec.type is bool or str(spec.type) == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif "list" in str(spec.type):
+            parser.add_argument(flag, action="append", default=None, help="repeatable")
+        else:
+            parser.add_argument(flag, type=_field_parser(spec.type), default=None)
+    return parser
+
+
+PRETRAIN_EXAMPLES = """examples:
+  plm pretrain training/configs/smoke.yaml                      # < 2 min on a CPU
+  plm pretrain training/configs/demo.yaml --max-steps 2000 --output-dir runs/demo
+  plm pretrain training/configs/smoke.yaml --objective clm-mlm --transfer-fraction 0.2
+  plm pretrain --preset plm_10m --train-file sprot.fasta.gz:3 --train-file metagenome.fasta:1 --objective glm
+  plm pretrain training/configs/smoke.yaml --output-dir runs/smoke --resume auto   # continue after a stop
+  torchrun --nproc_per_node 2 training/pretrain.py training/configs/smoke.yaml   # DDP (gloo on CPU)
+  accelerate launch --config_file training/accelerate/fsdp2.yaml training/pretrain.py training/configs/plm_100m.yaml
+"""
+
+
+def load_pretrain_config(argv: list[str] | None = None) -> PretrainConfig:
+    """YAML values first, then the flags that were given."""
+    args = vars(build_argument_parser().parse_args(argv))
+    config_file = args.pop("config")
+    values: dict[str, Any] = {}
+    if config_file:
+        raw = yaml.safe_load(Path(config_file).read_text()) or {}
+        unknown = set(raw) - {spec.name for spec in dataclasses.fields(PretrainConfig)}
+        if unknown:
+            raise ValueError(f"{config_file}: unknown keys {sorted(unknown)}")
+        values.update(raw)
+    values.update({key: value for key, value in args.items() if value is not None})
+    for key in ("train_file", "valid_file", "eval_objectives"):
+        if isinstance(values.get(key), str):
+            values[key] = [values[key]]
+    return PretrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("modeling_plm").setLevel(logging.INFO)
+    config = load_pretrain_config(argv)
+    final = pretrain(config)
+    if Accelerator().is_main_process:
+        print(f"Saved the trained model to {final}")
+    return 0

@@ -1,0 +1,62 @@
+"""FLOPs accounting against hand counts and against the real modules."""
+
+import pytest
+
+from modeling_plm import PLMConfig, PLMModel
+from modeling_plm.flops import (
+    attended_pairs,
+    dense_forward_flops_per_token,
+    flops_6nd,
+    non_embedding_parameters,
+    training_flops,
+)
+
+SMALL = dict(vocab_size=10, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16)
+
+
+def test_non_embedding_parameters_equal_the_real_module_count():
+    for overrides in (
+        {},
+        {
+            "mlp_type": "glu",
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "mlp_bias": False,
+            "norm_type": "rmsnorm",
+            "num_key_value_heads": 1,
+        },
+    ):
+        config = PLMConfig(**SMALL, **overrides)
+        model = PLMModel(config)
+        counted = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("embeddings."))
+        assert non_embedding_parameters(config) == counted
+
+
+def test_hand_count_for_a_small_config():
+    config = PLMConfig(**SMALL)
+    # per layer: projections 2*(8*8 + 2*8*8 + 8*8) = 512, MLP 2*8*16*2 = 512; LM head 2*8*10 + transform 2*8*8 = 288
+    assert dense_forward_flops_per_token(config) == 2 * (512 + 512) + 288
+    # attention per (query, key) pair: layers 2 x (scores + values) 2 x 2 FLOPs x heads 2 x head_dim 4 = 64
+    assert training_flops(config, [5], "bidirectional") == 3 * (5 * 2336 + 25 * 64)
+    assert training_flops(config, [5], "causal") == 3 * (5 * 2336 + 15 * 64)
+    # two sequences are counted separately: no cross-sequence pairs in a packed row
+    assert training_flops(config, [2, 3], "bidirectional") == 3 * (5 * 2336 + (4 + 9) * 64)
+    # 1216 non-embedding parameters: attention 288 (with biases), MLP 280, 2 LayerNorms 32 per layer; final norm 16
+    assert non_embedding_parameters(config) == 1216
+    assert flops_6nd(config, 1000) == 6 * 1216 * 1000
+
+
+def test_glm_pairs_are_between_causal_and_bidirectional():
+    assert attended_pairs(10, "glm", context_length=10) == attended_pairs(10, "bidirectional")
+    # context 6 bidirectional (36) + 4 span tokens seeing the context (24) and the span causally (10)
+    assert attended_pairs(10, "glm", context_length=6) == 36 + 24 + 10
+    with pytest.raises(ValueError):
+        attended_pairs(3, "sideways")
+
+
+def test_six_n_d_approaches_the_exact_count_for_long_context_free_models():
+    """For a wide model and short sequences, attention is a small share: exact ≈ 6ND + head."""
+    config = PLMConfig(vocab_size=34, hidden_size=1024, num_hidden_layers=4, num_attention_heads=16)
+    exact = training_flops(config, [64] * 8, "bidirectional")
+    approx = flops_6nd(config, 64 * 8)
+    assert 1.0 < exact / approx < 1.05
