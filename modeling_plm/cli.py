@@ -10,19 +10,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Protein language models for the Hugging Face ecosystem.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "examples:\n  plm demo\n  plm demo --preset esm2_8m --num-sequences 16\n"
+            "examples:\n  plm pretrain training/configs/demo.yaml && plm demo --model runs/demo/final\n"
+            "  plm demo --preset esm2_8m --num-sequences 16\n"
             "  plm convert esm2 ./esm2_t6_8M_UR50D ./esm2-8m-plm\n  plm convert to-esm2 ./esm2-8m-plm ./esm2-8m-back"
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    # `plm pretrain` hands its arguments to the trainer's own parser (`plm pretrain --help` lists them).
+    commands.add_parser("pretrain", help="pretrain a model with accelerate (see: plm pretrain --help)", add_help=False)
 
     demo = commands.add_parser(
         "demo",
         help="build a small model and use it as masked LM, causal LM and GLM infiller on real sequences",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="example:\n  plm demo --preset small --fasta my_proteins.fasta.gz --num-sequences 16",
+        epilog=(
+            "examples:\n  plm demo --model runs/demo/final\n"
+            "  plm demo --preset small --fasta my_proteins.fasta.gz --num-sequences 16"
+        ),
     )
-    demo.add_argument("--preset", default="small", help="model preset (see modeling_plm.PRESETS)")
+    demo.add_argument("--model", default=None, help="a trained checkpoint folder (default: build an untrained one)")
+    demo.add_argument("--preset", default="small", help="model preset when no --model (see modeling_plm.PRESETS)")
     demo.add_argument("--fasta", default=None, help="FASTA(.gz) of sequences; default: the shared Swiss-Prot sample")
     demo.add_argument("--num-sequences", type=int, default=8)
     demo.add_argument("--max-length", type=int, default=200, help="skip longer sequences")
@@ -51,11 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "pretrain":
+        from .trainer import main as pretrain_main
+
+        return pretrain_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(args.preset, args.fasta, args.num_sequences, args.max_length, args.output_dir, args.seed)
+        run_demo(args.model, args.preset, args.fasta, args.num_sequences, args.max_length, args.output_dir, args.seed)
     elif args.command == "convert":
         from .convert import convert_esm2, convert_plm_to_esm2
 

@@ -1,4 +1,4 @@
-"""The bundled demo: one small checkpoint used as a masked LM, a causal LM and a GLM infiller on real sequences."""
+"""The bundled demo: one checkpoint used as masked LM, embedder, causal LM and GLM infiller on real sequences."""
 
 import itertools
 import math
@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from .data import find_data_dir, read_fasta
+from .modeling_plm import pool_residues, residue_mask
 from .presets import config_from_preset
 from .tokenization_plm import PLMTokenizerFast
 
@@ -25,6 +26,7 @@ def default_fasta() -> Path:
 
 
 def run_demo(
+    model: str | Path | None = None,
     preset: str = "small",
     fasta: str | Path | None = None,
     num_sequences: int = 8,
@@ -32,27 +34,32 @@ def run_demo(
     output_dir: str | Path = "outputs/demo-model",
     seed: int = 0,
 ) -> dict[str, float]:
-    """Build a model, save it, reload it through the Auto classes and use the one checkpoint three ways."""
+    """Use one checkpoint as a masked LM, an embedder, a causal LM and a GLM infiller on real sequences.
+
+    With `model` (e.g. `runs/demo/final` from `plm pretrain training/configs/demo.yaml`) the trained checkpoint is
+    used; without it a fresh `preset` model is built and saved to `output_dir` first.
+    """
     torch.manual_seed(seed)
     fasta = Path(fasta) if fasta else default_fasta()
     records = list(itertools.islice((r for r in read_fasta(fasta) if len(r.sequence) <= max_length), num_sequences))
     print(f"Read {len(records)} sequences of <= {max_length} residues from {fasta}")
 
-    tokenizer = PLMTokenizerFast(invalid_residues="X")
-    config = config_from_preset(preset)
-    tokenizer.model_max_length = config.max_position_embeddings
-    model = AutoModelForMaskedLM.from_config(config)
-    output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"Built a '{preset}' model ({n_params / 1e6:.2f}M parameters) and saved it to {output_dir}/ (safetensors)")
-
-    tokenizer = AutoTokenizer.from_pretrained(output_dir)
-    masked_lm = AutoModelForMaskedLM.from_pretrained(output_dir).eval()
-    causal_lm = AutoModelForCausalLM.from_pretrained(output_dir).eval()
-    print(f"Reloaded the one checkpoint as {type(masked_lm).__name__} and {type(causal_lm).__name__}")
-    print("Note: the weights are freshly initialised, so predictions are at chance level until the model is trained.")
+    if model is None:
+        tokenizer = PLMTokenizerFast(invalid_residues="X")
+        config = config_from_preset(preset)
+        tokenizer.model_max_length = config.max_position_embeddings
+        fresh = AutoModelForMaskedLM.from_config(config)
+        model = Path(output_dir)
+        fresh.save_pretrained(model)
+        tokenizer.save_pretrained(model)
+        n_params = sum(p.numel() for p in fresh.parameters())
+        print(f"Built a '{preset}' model ({n_params / 1e6:.2f}M parameters) and saved it to {model}/ (safetensors)")
+        print("Note: its weights are untrained, so predictions are at chance level. Train one with")
+        print("  plm pretrain training/configs/demo.yaml   and then   plm demo --model runs/demo/final")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    masked_lm = AutoModelForMaskedLM.from_pretrained(model).eval()
+    causal_lm = AutoModelForCausalLM.from_pretrained(model).eval()
+    print(f"Loaded {model} as {type(masked_lm).__name__} and {type(causal_lm).__name__} (one checkpoint)")
 
     # Masked LM: hide 15% of the residues and score the model's guesses.
     batch = tokenizer([r.sequence for r in records], padding=True, return_tensors="pt")
@@ -66,33 +73,51 @@ def run_demo(
     masked_perplexity = math.exp(-log_probs.mean().item())
     print(
         f"\nMasked LM on {int(chosen.sum())} hidden residues: "
-        f"accuracy {accuracy:.3f}, perplexity {masked_perplexity:.2f}"
+        f"accuracy {accuracy:.3f}, perplexity {masked_perplexity:.2f} (uniform guessing: 0.05, 20-25)"
     )
+
+    # Embeddings: per-residue hidden states, and their mean over residues (special tokens excluded).
+    with torch.no_grad():
+        hidden = masked_lm.model(**batch).last_hidden_state
+    residues = residue_mask(
+        batch["input_ids"], batch["attention_mask"], masked_lm.config, hidden.shape[:2], hidden.device
+    )
+    pooled = torch.nn.functional.normalize(pool_residues(hidden, residues, "mean"), dim=-1)
+    similarity = pooled @ pooled.T
+    print(
+        f"Embeddings: per-residue {tuple(hidden[0][residues[0]].shape)} for {records[0].id}, "
+        f"pooled {tuple(pooled.shape)}; cosine similarity of the first three:"
+    )
+    for row, record in zip(similarity[:3], records[:3]):
+        print(f"  {record.id:>12} " + " ".join(f"{value:+.2f}" for value in row[:3].tolist()))
 
     # Causal LM: the same weights read left to right.
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     with torch.no_grad():
         causal_loss = causal_lm(**batch, labels=labels).loss.item()
-    print(f"Causal LM next-residue perplexity on the same sequences: {math.exp(causal_loss):.2f}")
+    print(f"\nCausal LM next-residue perplexity on the same sequences: {math.exp(causal_loss):.2f}")
 
-    # Generation from the first 10 residues of three sequences, with the KV cache.
-    prompts = [
-        [tokenizer.bos_token_id] + tokenizer(r.sequence[:10], add_special_tokens=False)["input_ids"]
-        for r in records[:3]
-    ]
-    generated = causal_lm.generate(
-        torch.tensor(prompts),
-        max_new_tokens=40,
+    # Generation with the KV cache: from <bos> alone, and from the first 10 residues of real sequences.
+    residue_ids = [i for t, i in tokenizer.get_vocab().items() if len(t) == 1]
+    not_residues = [[i] for i in range(len(tokenizer)) if i not in residue_ids and i != tokenizer.eos_token_id]
+    options = dict(
+        max_new_tokens=60,
         do_sample=True,
         top_p=0.95,
         temperature=1.0,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        bad_words_ids=not_residues,
     )
-    print("\nGenerated continuations (prompt | new residues):")
-    for prompt, row in zip(prompts, generated):
+    prompts = [[tokenizer.bos_token_id]] * 2 + [
+        [tokenizer.bos_token_id] + tokenizer(r.sequence[:10], add_special_tokens=False)["input_ids"]
+        for r in records[:2]
+    ]
+    print("Generated sequences (prompt | new residues):")
+    for prompt in prompts:
+        row = causal_lm.generate(torch.tensor([prompt]), **options)[0]
         new = tokenizer.decode(row[len(prompt) :], skip_special_tokens=True)
-        print(f"  {tokenizer.decode(prompt, skip_special_tokens=True)} | {new}")
+        print(f"  {tokenizer.decode(prompt, skip_special_tokens=True) or '(unconditional)'} | {new}")
 
     # GLM infilling: the span between two contexts, generated left to right after <sop>.
     sequence = records[0].sequence

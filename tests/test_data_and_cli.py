@@ -55,8 +55,9 @@ def test_plm_demo_runs_end_to_end(tmp_path, capsys):
     fasta = data_path("swissprot2014/sprot2014_sample50k_seed0.fasta.gz")
     assert main(["demo", "--fasta", str(fasta), "--num-sequences", "4", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "Reloaded the one checkpoint as PLMForMaskedLM and PLMForCausalLM" in out
-    assert "GLM infilling" in out and "Generated continuations" in out
+    assert "as PLMForMaskedLM and PLMForCausalLM (one checkpoint)" in out
+    assert "Embeddings: per-residue" in out
+    assert "GLM infilling" in out and "Generated sequences" in out
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "tokenizer.json").exists()
 
 

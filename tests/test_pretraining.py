@@ -305,3 +305,19 @@ def test_yaml_config_and_flags(tmp_path):
         [sys.executable, "training/pretrain.py", "--help"], cwd=REPO, capture_output=True, text=True
     ).stdout
     assert "examples:" in help_text and "--train-file" in help_text and "torchrun" in help_text
+
+
+def test_accelerate_configs_parse_for_every_engine():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    engines = {}
+    for path in sorted((REPO / "training" / "accelerate").glob("*.yaml")):
+        engines[path.stem] = load_config_from_file(str(path)).distributed_type.value
+    assert engines == {
+        "cpu": "NO",
+        "single_gpu": "NO",
+        "ddp": "MULTI_GPU",
+        "fsdp2": "FSDP",
+        "deepspeed_zero2": "DEEPSPEED",
+        "deepspeed_zero3": "DEEPSPEED",
+    }
