@@ -495,3 +495,24 @@ def build_collator(
     if objective == "glm":
         return GLMCollator(tokenizer, pack_length=pack_length, **options)
     raise ValueError(f"objective must be one of 'mlm', 'clm', 'glm', got {objective!r}")
+
+
+def glm_infill_inputs(tokenizer: PreTrainedTokenizerBase, context: str) -> dict[str, torch.Tensor]:
+    """Generation inputs for GLM infilling of the first `<smask>` (or a `<gmask>` continuation) in `context`.
+
+    The context is followed by `<sop>`, which sits at the mask token's position with block position 1; pass the
+    result to `PLMForCausalLM.generate(**inputs, eos_token_id=tokenizer.eop_token_id)`, which keeps the span's
+    position and advances its block position for every new token.
+    """
+    context_ids = tokenizer(context, add_special_tokens=True)["input_ids"]
+    mask_ids = [tokenizer.smask_token_id, tokenizer.gmask_token_id]
+    mask_position = next((i for i, token in enumerate(context_ids) if token in mask_ids), None)
+    if mask_position is None:
+        raise ValueError(f"the context has no {tokenizer.smask_token} or {tokenizer.gmask_token} to infill")
+    if context_ids[mask_position] == tokenizer.gmask_token_id and context_ids[-1] == tokenizer.eos_token_id:
+        context_ids = context_ids[:-1]  # a <gmask> continuation is open-ended: no <eos> after it (as in training)
+    return {
+        "input_ids": torch.tensor([context_ids + [tokenizer.sop_token_id]]),
+        "position_ids": torch.tensor([list(range(len(context_ids))) + [mask_position]]),
+        "block_position_ids": torch.tensor([[0] * len(context_ids) + [1]]),
+    }

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+from .collators import glm_infill_inputs
 from .data import find_data_dir, read_fasta
 from .modeling_plm import pool_residues, residue_mask
 from .presets import config_from_preset
@@ -122,20 +123,15 @@ def run_demo(
     # GLM infilling: the span between two contexts, generated left to right after <sop>.
     sequence = records[0].sequence
     context = sequence[:20] + tokenizer.smask_token + sequence[30:50]
-    context_ids = tokenizer(context)["input_ids"]
-    mask_position = context_ids.index(tokenizer.smask_token_id)
-    input_ids = torch.tensor([context_ids + [tokenizer.sop_token_id]])
-    position_ids = torch.tensor([list(range(len(context_ids))) + [mask_position]])
-    block_position_ids = torch.tensor([[0] * len(context_ids) + [1]])
+    inputs = glm_infill_inputs(tokenizer, context)
     infilled = causal_lm.generate(
-        input_ids,
-        position_ids=position_ids,
-        block_position_ids=block_position_ids,
+        **inputs,
         max_new_tokens=10,
         do_sample=False,
         eos_token_id=tokenizer.eop_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    input_ids = inputs["input_ids"]
     span = tokenizer.decode(infilled[0, input_ids.shape[1] :], skip_special_tokens=True)
     print(f"\nGLM infilling of {context}\n  true span: {sequence[20:30]}   model's span: {span}")
     return {

@@ -454,3 +454,20 @@ def test_clm_packed_batch_matches_padded_on_the_model(tokenizer, swissprot_seque
     n_scored_padded = int((padded["labels"][:, 1:] != IGNORE_INDEX).sum())
     assert n_scored_padded == int((packed["labels"] != IGNORE_INDEX).sum())
     assert_packed_equals_padded(model, padded, packed, tokenizer.pad_token_id)
+
+
+def test_glm_infill_inputs_match_the_documented_layout():
+    from modeling_plm.collators import glm_infill_inputs
+
+    tokenizer = PLMTokenizerFast()
+    inputs = glm_infill_inputs(tokenizer, "MKT<smask>LV")
+    ids = inputs["input_ids"][0].tolist()
+    assert ids == [tokenizer.bos_token_id] + tokenizer("MKT", add_special_tokens=False)["input_ids"] + [
+        tokenizer.smask_token_id
+    ] + tokenizer("LV", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id, tokenizer.sop_token_id]
+    assert inputs["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 4]
+    assert inputs["block_position_ids"][0].tolist() == [0] * 8 + [1]
+    continuation = glm_infill_inputs(tokenizer, "MKTA<gmask>")
+    assert continuation["input_ids"][0].tolist()[-2:] == [tokenizer.gmask_token_id, tokenizer.sop_token_id]
+    with pytest.raises(ValueError, match="no <smask> or <gmask>"):
+        glm_infill_inputs(tokenizer, "MKT")
