@@ -44,6 +44,8 @@ for _auto_name, (_auto_class, _model_class) in AUTO_CLASSES.items():
 AutoTokenizer.register(PLMConfig, fast_tokenizer_class=PLMTokenizerFast, exist_ok=True)
 PLMTokenizerFast.register_for_auto_class("AutoTokenizer")
 
+from . import pipelines  # noqa: E402, F401  (registers the protein-* pipeline tasks; needs the Auto classes above)
+
 __all__ = [
     "PLMConfig",
     "PLMModel",

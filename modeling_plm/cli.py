@@ -12,6 +12,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "examples:\n  plm pretrain training/configs/demo.yaml && plm demo --model runs/demo/final\n"
             "  plm demo --preset esm2_8m --num-sequences 16\n"
+            "  plm embed runs/demo/final proteins.fasta.gz embeddings/ --pooling mean max\n"
+            "  plm generate runs/demo/final --infill 'MKTAYIAK<smask>SHFSRQ'\n"
+            "  plm score runs/demo/final --sequence MKTAYIAKQR --mutation K2A\n"
             "  plm convert esm2 ./esm2_t6_8M_UR50D ./esm2-8m-plm\n  plm convert to-esm2 ./esm2-8m-plm ./esm2-8m-back"
         ),
     )
@@ -54,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     to_esm = directions.add_parser("to-esm2", help="modeling_plm checkpoint -> transformers ESM-2 checkpoint")
     to_esm.add_argument("source", help="a modeling_plm checkpoint folder whose architecture ESM-2 can express")
     to_esm.add_argument("destination", help="output folder (EsmForMaskedLM safetensors, config, vocab.txt)")
+
+    from .pipelines.embedding import EMBED_HELP, add_embed_arguments
+    from .pipelines.generation import add_generate_arguments
+    from .pipelines.scoring import SCORE_HELP, add_score_arguments
+
+    add_embed_arguments(commands.add_parser("embed", help=EMBED_HELP))
+    add_generate_arguments(
+        commands.add_parser("generate", help="generate sequences or fill GLM spans (<smask>/<gmask>); writes FASTA")
+    )
+    add_score_arguments(commands.add_parser("score", help=SCORE_HELP))
     return parser
 
 
@@ -73,6 +86,18 @@ def main(argv: list[str] | None = None) -> int:
 
         convert = convert_esm2 if args.direction == "esm2" else convert_plm_to_esm2
         print(f"Wrote {convert(args.source, args.destination)}")
+    elif args.command == "embed":
+        from .pipelines.embedding import run_embed
+
+        return run_embed(args)
+    elif args.command == "generate":
+        from .pipelines.generation import run_generate
+
+        return run_generate(args)
+    elif args.command == "score":
+        from .pipelines.scoring import run_score
+
+        return run_score(args)
     return 0
 
 

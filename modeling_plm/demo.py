@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from .collators import glm_infill_inputs
 from .data import find_data_dir, read_fasta
 from .modeling_plm import pool_residues, residue_mask
+from .pipelines.generation import generate_sequences, infill_sequences
 from .presets import config_from_preset
 from .tokenization_plm import PLMTokenizerFast
 
@@ -98,41 +98,35 @@ def run_demo(
         causal_loss = causal_lm(**batch, labels=labels).loss.item()
     print(f"\nCausal LM next-residue perplexity on the same sequences: {math.exp(causal_loss):.2f}")
 
-    # Generation with the KV cache: from <bos> alone, and from the first 10 residues of real sequences.
-    residue_ids = [i for t, i in tokenizer.get_vocab().items() if len(t) == 1]
-    not_residues = [[i] for i in range(len(tokenizer)) if i not in residue_ids and i != tokenizer.eos_token_id]
-    options = dict(
-        max_new_tokens=60,
-        do_sample=True,
+    # Generation with the KV cache. GLM-trained models generate after <gmask> and stop at <eop>; plain causal
+    # sampling works for every checkpoint (a GLM-only model rarely emits <eos>, so it runs to the length limit).
+    print("Generated sequences, GLM continuation after <gmask> (prompt | new residues):")
+    for prompt in ["M", records[0].sequence[:10], records[1].sequence[:10]]:
+        result = infill_sequences(
+            causal_lm,
+            tokenizer,
+            prompt + tokenizer.gmask_token,
+            do_sample=True,
+            top_p=0.95,
+            seed=seed,
+            max_span_length=80,
+        )[0][0]
+        print(f"  {prompt} | {result['spans'][0]}")
+    print("Causal sampling from <bos> + prompt (prompt | new residues):")
+    for result in generate_sequences(
+        causal_lm,
+        tokenizer,
+        [records[0].sequence[:10], records[1].sequence[:10]],
+        max_length=60,
         top_p=0.95,
-        temperature=1.0,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bad_words_ids=not_residues,
-    )
-    prompts = [[tokenizer.bos_token_id]] * 2 + [
-        [tokenizer.bos_token_id] + tokenizer(r.sequence[:10], add_special_tokens=False)["input_ids"]
-        for r in records[:2]
-    ]
-    print("Generated sequences (prompt | new residues):")
-    for prompt in prompts:
-        row = causal_lm.generate(torch.tensor([prompt]), **options)[0]
-        new = tokenizer.decode(row[len(prompt) :], skip_special_tokens=True)
-        print(f"  {tokenizer.decode(prompt, skip_special_tokens=True) or '(unconditional)'} | {new}")
+        seed=seed,
+    ):
+        print(f"  {result[0]['sequence'][:10]} | {result[0]['generated']}")
 
     # GLM infilling: the span between two contexts, generated left to right after <sop>.
     sequence = records[0].sequence
     context = sequence[:20] + tokenizer.smask_token + sequence[30:50]
-    inputs = glm_infill_inputs(tokenizer, context)
-    infilled = causal_lm.generate(
-        **inputs,
-        max_new_tokens=10,
-        do_sample=False,
-        eos_token_id=tokenizer.eop_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    input_ids = inputs["input_ids"]
-    span = tokenizer.decode(infilled[0, input_ids.shape[1] :], skip_special_tokens=True)
+    span = infill_sequences(causal_lm, tokenizer, context, max_span_length=20)[0][0]["spans"][0]
     print(f"\nGLM infilling of {context}\n  true span: {sequence[20:30]}   model's span: {span}")
     return {
         "masked_accuracy": accuracy,

@@ -1,0 +1,126 @@
+"""Embedding throughput: modeling_plm vs transformers' EsmModel of the same shape and the same weights.
+
+Both embed the same real Swiss-Prot sequences (mean over residues). The peer is driven the usual way: a plain
+batched loop in input order, padded by its tokenizer. Ours is `embed_sequences` (length-sorted token-budget
+batches). The ESM weights are converted into ours, so the embeddings themselves are compared too.
+
+    python benchmarks/bench_embedding.py                      # ESM-2 8M shape, 2,000 sequences
+    python benchmarks/bench_embedding.py --shape esm2_35m --sequences 500
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import report, swissprot_sequences
+from transformers import EsmConfig, EsmForMaskedLM, EsmModel, EsmTokenizer
+
+import modeling_plm  # noqa: F401  (registers the Auto classes)
+from modeling_plm.convert import convert_esm2
+from modeling_plm.modeling_plm import PLMModel
+from modeling_plm.pipelines.embedding import embed_sequences
+from modeling_plm.tokenization_plm import PLMTokenizerFast
+
+ESM_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
+SHAPES = {"esm2_8m": (6, 320, 20), "esm2_35m": (12, 480, 20), "esm2_150m": (30, 640, 20)}
+
+
+def build_pair(shape: str, folder: Path) -> tuple[EsmModel, EsmTokenizer, PLMModel, PLMTokenizerFast]:
+    layers, hidden, heads = SHAPES[shape]
+    config = EsmConfig(
+        vocab_size=33,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        position_embedding_type="rotary",
+        token_dropout=True,
+        mask_token_id=32,
+        pad_token_id=1,
+        max_position_embeddings=1026,
+        emb_layer_norm_before=False,
+        layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        hidden_act="gelu",
+    )
+    torch.manual_seed(0)
+    EsmForMaskedLM(config).save_pretrained(folder / "esm")
+    (folder / "esm" / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
+    convert_esm2(folder / "esm", folder / "plm")
+    esm = EsmModel.from_pretrained(folder / "esm", add_pooling_layer=False, attn_implementation="sdpa").eval()
+    ours = PLMModel.from_pretrained(folder / "plm", attn_implementation="sdpa").eval()
+    return esm, EsmTokenizer(str(folder / "esm" / "vocab.txt")), ours, PLMTokenizerFast.from_pretrained(folder / "plm")
+
+
+@torch.no_grad()
+def embed_with_esm(model: EsmModel, tokenizer: EsmTokenizer, sequences: list[str], batch_size: int) -> torch.Tensor:
+    """The usual loop: batches in input order, padded, mean over residues (special tokens and padding excluded)."""
+    pooled = []
+    for start in range(0, len(sequences), batch_size):
+        batch = tokenizer(sequences[start : start + batch_size], padding=True, return_tensors="pt")
+        hidden = model(**batch).last_hidden_state
+        residues = batch["attention_mask"].clone()
+        residues[:, 0] = 0
+        residues[torch.arange(len(residues)), batch["attention_mask"].sum(1) - 1] = 0  # <eos>
+        weights = residues.unsqueeze(-1).float()
+        pooled.append((hidden * weights).sum(1) / weights.sum(1))
+    return torch.cat(pooled)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="esm2_8m", choices=SHAPES)
+    parser.add_argument("--sequences", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=16, help="the peer's batch size")
+    parser.add_argument("--token-budget", type=int, default=16384, help="our padded tokens per batch")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sequences = swissprot_sequences(args.sequences)
+    residues = sum(map(len, sequences))
+    with tempfile.TemporaryDirectory() as tmp:
+        esm, esm_tokenizer, ours, tokenizer = build_pair(args.shape, Path(tmp))
+    warmup = sequences[:32]
+    embed_with_esm(esm, esm_tokenizer, warmup, args.batch_size)
+    embed_sequences(ours, tokenizer, warmup, pooling="mean", token_budget=args.token_budget, return_tensors="pt")
+
+    start = time.perf_counter()
+    peer_embeddings = embed_with_esm(esm, esm_tokenizer, sequences, args.batch_size)
+    peer_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    results = embed_sequences(
+        ours, tokenizer, sequences, pooling="mean", token_budget=args.token_budget, return_tensors="pt"
+    )
+    our_seconds = time.perf_counter() - start
+    our_embeddings = torch.stack([r["mean"] for r in results])
+
+    rows = [
+        {
+            "engine": f"transformers EsmModel (sdpa, batch {args.batch_size})",
+            "seconds": peer_seconds,
+            "residues_per_s": residues / peer_seconds,
+        },
+        {
+            "engine": f"modeling_plm embed_sequences (sdpa, budget {args.token_budget})",
+            "seconds": our_seconds,
+            "residues_per_s": residues / our_seconds,
+        },
+    ]
+    report(
+        f"embedding_{args.shape}",
+        rows,
+        {
+            "shape": args.shape,
+            "sequences": len(sequences),
+            "residues": residues,
+            "speedup": peer_seconds / our_seconds,
+            "max_abs_diff_mean_embedding": (our_embeddings - peer_embeddings).abs().max().item(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

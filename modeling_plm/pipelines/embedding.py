@@ -1,0 +1,910 @@
+"""Protein embeddings: per-residue and pooled hidden states, in memory or streamed from a FASTA file to disk.
+
+- `embed_sequences(model, tokenizer, sequences, ...)`: the engine. Token-budget batching over length-sorted
+  sequences, results in input order, overlapping windows for sequences longer than the model's context.
+- `ProteinEmbeddingPipeline`: the same engine as transformers' `pipeline("protein-embedding", model=...)`.
+- `embed_fasta(model, tokenizer, fasta, output_dir, ...)`: a FASTA of any size into safetensors shards plus a
+  manifest, resumable after a kill; `load_embeddings(output_dir)` reads them back in file order.
+- `add_embed_arguments` / `run_embed`: the `plm embed MODEL FASTA OUT` command.
+
+Output of one sequence (`embed_sequences`, the pipeline, and each record of `load_embeddings`), a dict of arrays:
+
+    "mean", "max":  the mean / maximum over the residues (special tokens excluded)      (H,)    or (n_layers, H)
+    "bos":          the hidden state of the `<bos>` token                                (H,)    or (n_layers, H)
+    "residues":     one row per residue, `<bos>`/`<eos>` stripped (with per_residue)     (L, H)  or (n_layers, L, H)
+
+`layers` picks hidden states: 0 is the embedding output, i the output of block i, -1 the last (after the final
+norm). An int gives arrays without a layer axis; a list (even of one) stacks the layers, in the order given, on a
+leading axis.
+
+Long sequences: a sequence with more residues than fit in the context (`config.max_position_embeddings - 2`, or
+more than `window` when given) is cut into overlapping windows of `window` residues (default: the context minus 2)
+starting every `stride` residues (default `window // 2`), the last window ending at the last residue. Each window is
+embedded as its own `<bos> window <eos>`, each residue's embedding is the uniform (unweighted) average over the
+windows that cover it, `mean`/`max` pool those averaged residue embeddings, and `bos` comes from the first window.
+No forward pass is ever longer than the window plus 2 tokens, so memory is bounded by the window and the token
+budget, never by the sequence length.
+"""
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from ..data import read_fasta
+
+TASK = "protein-embedding"
+POOLING_METHODS = ("mean", "max", "bos")
+RETURN_TENSORS = ("np", "pt")
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+INVALID_RESIDUE_POLICIES = ("error", "X", "drop")
+
+MANIFEST_NAME = "manifest.jsonl"
+MANIFEST_FORMAT = "modeling_plm-embeddings"
+MANIFEST_VERSION = 1
+SHARD_PATTERN = re.compile(r"^embeddings-\d{5,}\.safetensors(\.tmp)?$")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    """Validated embedding options (built by `_resolve_options`)."""
+
+    layer_indices: tuple[int, ...]  # non-negative hidden-state indices
+    stack_layers: bool  # False when `layers` was an int: no layer axis in the output
+    pooling: tuple[str, ...]
+    per_residue: bool
+    token_budget: int
+    window: int  # residues per window
+    stride: int
+    max_residues: int  # longer sequences are windowed
+
+
+class _Piece(NamedTuple):
+    """One forward-pass row: a whole sequence, or one window of a long one."""
+
+    owner: int  # position of the sequence in the input
+    start: int  # first residue of the window (0 for a whole sequence)
+    ids: list[int]  # residue token ids (no special tokens)
+    windowed: bool
+
+
+def _backbone_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare PLM backbone of any PLM model class (`PLMModel` itself, or `.model` of the head classes)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "plm":
+        raise TypeError(
+            f"embed_sequences needs a modeling_plm model (config.model_type 'plm'), got {type(model).__name__}; "
+            "load one with AutoModel.from_pretrained(...) after `import modeling_plm`."
+        )
+    return getattr(model, model.base_model_prefix, model)
+
+
+def _resolve_options(
+    config: Any,
+    layers: int | Sequence[int],
+    pooling: str | Sequence[str] | None,
+    per_residue: bool,
+    token_budget: int,
+    window: int | None,
+    stride: int | None,
+) -> EmbeddingOptions:
+    num_states = config.num_hidden_layers + 1
+    stack_layers = not isinstance(layers, (int, np.integer))
+    requested = [int(layer) for layer in layers] if stack_layers else [int(layers)]
+    if not requested:
+        raise ValueError("layers is empty: pass a hidden-state index such as -1, or a list of them.")
+    for layer in requested:
+        if not -num_states <= layer < num_states:
+            raise ValueError(
+                f"layer {layer} is out of range: this model has {num_states} hidden states "
+                f"(0 = embeddings, {num_states - 1} or -1 = the last, after the final norm)."
+            )
+    if pooling is None:
+        methods: tuple[str, ...] = ()
+    elif isinstance(pooling, str):
+        methods = (pooling,)
+    else:
+        methods = tuple(pooling)
+    for method in methods:
+        if method not in POOLING_METHODS:
+            raise ValueError(f"pooling must be among {POOLING_METHODS}, got {method!r}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"pooling lists a method twice: {list(methods)}")
+    if not methods and not per_residue:
+        raise ValueError("Nothing to compute: give pooling methods, per_residue=True, or both.")
+    if token_budget < 1:
+        raise ValueError(f"token_budget must be positive, got {token_budget}")
+
+    context = config.max_position_embeddings
+    if context is None or context < 3:
+        raise ValueError(f"config.max_position_embeddings={context}: need room for <bos>, a residue and <eos>")
+    if window is None:
+        window = context - 2
+        max_residues = context - 2
+    else:
+        if not 1 <= window <= context - 2:
+            raise ValueError(
+                f"window must be between 1 and the context minus <bos>/<eos> ({context - 2} residues), got {window}"
+            )
+        max_residues = window
+    if stride is None:
+        stride = max(1, window // 2)
+    if not 1 <= stride <= window:
+        raise ValueError(f"stride must be between 1 and the window ({window}), got {stride}")
+    return EmbeddingOptions(
+        layer_indices=tuple(layer % num_states for layer in requested),
+        stack_layers=stack_layers,
+        pooling=methods,
+        per_residue=per_residue,
+        token_budget=token_budget,
+        window=window,
+        stride=stride,
+        max_residues=max_residues,
+    )
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """First residue of each window: every `stride` residues, plus one ending exactly at the last residue."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+def _pieces_of(residue_ids: list[list[int]], options: EmbeddingOptions) -> list[_Piece]:
+    pieces = []
+    for owner, ids in enumerate(residue_ids):
+        if len(ids) <= options.max_residues:
+            pieces.append(_Piece(owner, 0, ids, False))
+            continue
+        for start in window_starts(len(ids), options.window, options.stride):
+            pieces.append(_Piece(owner, start, ids[start : start + options.window], True))
+    return pieces
+
+
+def _batches(pieces: list[_Piece], token_budget: int) -> Iterator[list[_Piece]]:
+    """Longest first; each batch's padded size (rows x longest row, in tokens) stays within the budget.
+
+    A single row longer than the budget runs alone: the budget bounds batching, and the window bounds each row.
+    """
+    order = sorted(range(len(pieces)), key=lambda index: (-len(pieces[index].ids), index))
+    batch: list[_Piece] = []
+    for index in order:
+        piece = pieces[index]
+        longest = len(batch[0].ids) + 2 if batch else len(piece.ids) + 2
+        if batch and (len(batch) + 1) * longest > token_budget:
+            yield batch
+            batch = []
+        batch.append(piece)
+    if batch:
+        yield batch
+
+
+def _finish(
+    states: torch.Tensor, bos: torch.Tensor, options: EmbeddingOptions, stored_dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Pooled values (and residues) from one sequence's residue states (n_layers, L, H) and `<bos>` (n_layers, H)."""
+    result: dict[str, torch.Tensor] = {}
+    for method in options.pooling:
+        if method == "mean":
+            result["mean"] = states.mean(1)
+        elif method == "max":
+            result["max"] = states.amax(1)
+        else:
+            result["bos"] = bos.clone()
+    if options.per_residue:
+        result["residues"] = states.clone()
+    if not options.stack_layers:
+        result = {name: value[0] for name, value in result.items()}
+    return {name: value.to(stored_dtype).contiguous() for name, value in result.items()}
+
+
+@torch.no_grad()
+def _iter_embeddings(
+    backbone: torch.nn.Module,
+    pad_token_id: int,
+    bos_token_id: int,
+    eos_token_id: int,
+    residue_ids: list[list[int]],
+    options: EmbeddingOptions,
+    stored_dtype: torch.dtype = torch.float32,
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Yield (input position, outputs as CPU tensors) for every sequence, in processing (length) order."""
+    device = backbone.device
+    last_state = backbone.config.num_hidden_layers
+    need_all_states = any(index != last_state for index in options.layer_indices)
+    pieces = _pieces_of(residue_ids, options)
+    windows_left: dict[int, int] = {}
+    for piece in pieces:
+        if piece.windowed:
+            windows_left[piece.owner] = windows_left.get(piece.owner, 0) + 1
+    # Long sequences in progress: summed residue states, how many windows covered each residue, the first <bos>.
+    sums: dict[int, torch.Tensor] = {}
+    counts: dict[int, torch.Tensor] = {}
+    first_bos: dict[int, torch.Tensor] = {}
+
+    for batch in _batches(pieces, options.token_budget):
+        longest = max(len(piece.ids) for piece in batch) + 2
+        input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, piece in enumerate(batch):
+            tokens = [bos_token_id, *piece.ids, eos_token_id]
+            input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            attention_mask[row, : len(tokens)] = 1
+        outputs = backbone(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            attention_type="bidirectional",
+            output_hidden_states=need_all_states,
+        )
+        if need_all_states:
+            selected = torch.stack([outputs.hidden_states[index] for index in options.layer_indices])
+        else:
+            selected = outputs.last_hidden_state.unsqueeze(0).expand(len(options.layer_indices), -1, -1, -1)
+        selected = selected.float().cpu()  # (n_layers, rows, tokens, H)
+
+        for row, piece in enumerate(batch):
+            length = len(piece.ids)
+            states = selected[:, row, 1 : 1 + length]
+            if not piece.windowed:
+                yield piece.owner, _finish(states, selected[:, row, 0], options, stored_dtype)
+                continue
+            owner = piece.owner
+            if owner not in sums:
+                total = len(residue_ids[owner])
+                sums[owner] = torch.zeros(states.shape[0], total, states.shape[2])
+                counts[owner] = torch.zeros(total)
+            sums[owner][:, piece.start : piece.start + length] += states
+            counts[owner][piece.start : piece.start + length] += 1
+            if piece.start == 0:
+                first_bos[owner] = selected[:, row, 0].clone()
+            windows_left[owner] -= 1
+            if windows_left[owner] == 0:
+                averaged = sums.pop(owner) / counts.pop(owner)[None, :, None]
+                yield owner, _finish(averaged, first_bos.pop(owner), options, stored_dtype)
+
+
+def _tokenize_residues(tokenizer: Any, sequences: list[str]) -> list[list[int]]:
+    """Residue token ids without special tokens; the tokenizer's invalid-residue policy applies (errors name the
+    0-based sequence index)."""
+    if not sequences:
+        return []
+    # verbose=False: the tokenizer's "longer than model_max_length" warning does not apply, long ones are windowed.
+    residue_ids = tokenizer(sequences, add_special_tokens=False, verbose=False)["input_ids"]
+    for index, ids in enumerate(residue_ids):
+        if not ids:
+            raise ValueError(f"sequence {index} is empty (no residues left after the tokenizer's policy)")
+    return residue_ids
+
+
+def _special_ids(tokenizer: Any) -> tuple[int, int, int]:
+    ids = (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    if any(token_id is None for token_id in ids):
+        raise ValueError("the tokenizer needs pad, bos and eos tokens to embed sequences")
+    return ids
+
+
+def _to_output(result: dict[str, torch.Tensor], return_tensors: str) -> dict[str, Any]:
+    if return_tensors == "pt":
+        return result
+    return {name: value.numpy() for name, value in result.items()}
+
+
+def embed_sequences(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    sequences: list[str],
+    *,
+    layers: int | list[int] = -1,
+    pooling: str | list[str] | None = "mean",
+    per_residue: bool = False,
+    token_budget: int = 8192,
+    window: int | None = None,
+    stride: int | None = None,
+    return_tensors: str = "np",
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Embed protein sequences; one dict of float32 arrays per sequence, in input order.
+
+    Args:
+        model: any modeling_plm model (`PLMModel`, `PLMForMaskedLM`, `PLMForCausalLM`, ...). Its bare backbone runs
+            with bidirectional attention, in eval mode for the call (the model's mode is restored afterwards).
+        tokenizer: the model's tokenizer; its `invalid_residues` policy validates the input, and errors name the
+            0-based sequence index. Special tokens written in a sequence (`<mask>`) count as residues.
+        sequences: residue strings. An empty sequence raises ValueError naming its index.
+        layers: hidden-state index (0 = embeddings, -1 = last, after the final norm), or a list of them.
+        pooling: "mean", "max", "bos", a list of them, or None for none.
+        per_residue: also return "residues", one row per residue of the input (`<bos>`/`<eos>` stripped).
+        token_budget: most tokens per forward pass, padding included (rows x longest row). Sequences are sorted by
+            length first, so little is padding. It does not change the results.
+        window, stride: the long-sequence strategy (see the module docstring): sequences with more residues than
+            the context minus 2 (or than `window`, when given) are embedded in overlapping windows of `window`
+            residues every `stride` residues, averaged per residue with uniform weights.
+        return_tensors: "np" (numpy arrays) or "pt" (CPU torch tensors).
+        progress: show a progress bar (sequences/s).
+
+    Returns:
+        `[{"mean": (H,), "max": (H,), "bos": (H,), "residues": (L, H)}, ...]` with the requested keys; with a list of
+        layers every array gains a leading layer axis: (n_layers, H) and (n_layers, L, H).
+
+    For a sequence that fits the context the result equals `model(**tokenizer([sequence], return_tensors="pt"),
+    output_hidden_states=True)` on that sequence alone (within float error, ~1e-6), whatever the batch around it.
+    """
+    if return_tensors not in RETURN_TENSORS:
+        raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
+    if isinstance(sequences, str):
+        raise TypeError("sequences must be a list of strings; wrap a single sequence as [sequence]")
+    sequences = list(sequences)
+    for index, sequence in enumerate(sequences):
+        if not isinstance(sequence, str):
+            raise TypeError(f"sequence {index} is a {type(sequence).__name__}, not a str")
+    backbone = _backbone_of(model)
+    options = _resolve_options(backbone.config, layers, pooling, per_residue, token_budget, window, stride)
+    residue_ids = _tokenize_residues(tokenizer, sequences)
+    results: list[dict[str, Any] | None] = [None] * len(sequences)
+    bar = tqdm(total=len(sequences), unit="seq", desc="embedding", disable=not progress)
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for owner, result in _iter_embeddings(backbone, *_special_ids(tokenizer), residue_ids, options):
+            results[owner] = _to_output(result, return_tensors)
+            bar.update(1)
+    finally:
+        backbone.train(was_training)
+        bar.close()
+    return results  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# transformers pipeline
+# ---------------------------------------------------------------------------------------------------------------------
+
+_CALL_PARAMETERS = (
+    "layers",
+    "pooling",
+    "per_residue",
+    "token_budget",
+    "window",
+    "stride",
+    "return_tensors",
+    "progress",
+)
+
+
+class ProteinEmbeddingPipeline(Pipeline):
+    """Per-residue and pooled protein embeddings: `pipeline("protein-embedding", model=...)`.
+
+    ```python
+    import modeling_plm.pipelines  # registers the task
+    from transformers import pipeline
+
+    embedder = pipeline("protein-embedding", model="runs/demo/final", pooling=["mean", "max"])
+    embedder("MKTAYIAKQRQISFVKSHFSRQ")["mean"].shape  # (H,)
+    embedder(["MKTAYIAK", "MSLRSEHIWIEPLE"], layers=[-1, -2], per_residue=True)[1]["residues"].shape  # (2, 14, H)
+    ```
+
+    Options (at construction or per call, a call's win): `layers`, `pooling`, `per_residue`, `token_budget`, `window`,
+    `stride`, `return_tensors` ("np" or "pt"), `progress`; see `embed_sequences`, which gives identical results.
+    The model may be `PLMModel` (what `pipeline()` loads from a folder or hub id) or any head class such as
+    `PLMForMaskedLM`: its backbone is used.
+
+    Batching: `__call__` sends a whole list of sequences to `embed_sequences`, which sorts them by length and fills
+    each forward pass up to `token_budget` tokens. transformers' standard per-item batching (`batch_size`) pads
+    batches of inputs in arrival order, which cannot fill a token budget, so it is not used (`batch_size` is
+    refused). A generator or dataset is consumed lazily in chunks of `chunk_size` (default 1024) sequences, each
+    chunk batched by token budget, and the results are yielded in input order.
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
+        unknown = sorted(set(kwargs) - set(_CALL_PARAMETERS) - {"chunk_size"})
+        if unknown:
+            raise TypeError(f"protein-embedding got unknown options {unknown}; it takes {list(_CALL_PARAMETERS)}")
+        forward_params = {name: kwargs[name] for name in _CALL_PARAMETERS if name in kwargs}
+        if "chunk_size" in kwargs:
+            forward_params["chunk_size"] = kwargs["chunk_size"]
+        return {}, forward_params, {}
+
+    # The per-item hooks of transformers' Pipeline (used only by its run_single path): one sequence at a time.
+    def preprocess(self, inputs: str, **_: Any) -> dict[str, str]:
+        return {"sequence": inputs}
+
+    def _forward(self, model_inputs: dict[str, str], **forward_params: Any) -> dict[str, Any]:
+        forward_params.pop("chunk_size", None)
+        return embed_sequences(self.model, self.tokenizer, [model_inputs["sequence"]], **forward_params)[0]
+
+    def postprocess(self, model_outputs: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return model_outputs
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """Embed one sequence (returns one dict) or a list of them (returns a list of dicts, in input order)."""
+        if args:
+            raise TypeError("pass sequences as one str or one list of str; options as keywords")
+        if kwargs.get("batch_size") is not None:
+            raise TypeError("protein-embedding batches by token budget: pass token_budget=..., not batch_size")
+        kwargs.pop("batch_size", None)
+        kwargs.pop("num_workers", None)
+        _, forward_params, _ = self._sanitize_parameters(**kwargs)
+        params = {**self._forward_params, **forward_params}
+        chunk_size = params.pop("chunk_size", 1024)
+        if isinstance(inputs, str):
+            return embed_sequences(self.model, self.tokenizer, [inputs], **params)[0]
+        if isinstance(inputs, (list, tuple)):
+            return embed_sequences(self.model, self.tokenizer, list(inputs), **params)
+        if isinstance(inputs, Iterable):
+            return self._iter_chunks(iter(inputs), chunk_size, params)
+        raise TypeError(f"protein-embedding takes a str, a list of str or an iterable of str, got {type(inputs)}")
+
+    def _iter_chunks(self, inputs: Iterator[str], chunk_size: int, params: dict[str, Any]) -> Iterator[dict]:
+        while True:
+            chunk = [sequence for _, sequence in zip(range(chunk_size), inputs)]
+            if not chunk:
+                return
+            yield from embed_sequences(self.model, self.tokenizer, chunk, **params)
+
+
+def register_pipeline() -> None:
+    """Register `protein-embedding` with transformers' pipeline registry (done on import; safe to repeat)."""
+    if PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is ProteinEmbeddingPipeline:
+        return
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK, pipeline_class=ProteinEmbeddingPipeline, pt_model=AutoModel, default=None, type="text"
+    )
+
+
+register_pipeline()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bulk: FASTA -> safetensors shards
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class EmbeddingRecord(NamedTuple):
+    index: int  # 0-based position of the record in the FASTA file
+    id: str
+    arrays: dict[str, Any]
+
+
+def shard_name(shard: int) -> str:
+    return f"embeddings-{shard:05d}.safetensors"
+
+
+def _model_fingerprint(backbone: torch.nn.Module) -> str:
+    """Identifies the weights cheaply: the config plus the input-embedding and final-norm weights."""
+    config = backbone.config.to_dict()
+    for volatile in ("_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype"):
+        config.pop(volatile, None)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for tensor in (backbone.get_input_embeddings().weight, backbone.norm.weight):
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _read_manifest(path: Path) -> tuple[dict | None, list[dict]]:
+    """The header and the complete shard entries of a manifest (None, [] when there is none).
+
+    A last line cut short by a kill (no newline) and a final `done` line are removed from the file: the first so
+    that the next append starts on a clean line, the second because the run is continuing and will write it again.
+    """
+    if not path.exists():
+        return None, []
+    lines = path.read_bytes().split(b"\n")[:-1]  # the piece after the last newline is incomplete (or empty)
+    entries = [json.loads(line) for line in lines if line.strip()]
+    if not entries:
+        path.unlink()
+        return None, []
+    header, shards = entries[0], entries[1:]
+    if header.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest")
+    if shards and shards[-1].get("done"):
+        shards = shards[:-1]
+    for expected, entry in enumerate(shards):
+        if entry.get("shard") != expected:
+            raise ValueError(f"{path}: expected the entry of shard {expected}, found {entry}; not an embed_fasta run")
+    rewritten = b"".join(json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in [header, *shards])
+    if rewritten != path.read_bytes():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(rewritten)
+        os.replace(tmp, path)
+    return header, shards
+
+
+def _append_line(path: Path, entry: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write to `<name>.tmp`, sync, then rename: a shard file under its final name is always complete."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _policy_tokenizer(tokenizer: Any, invalid_residues: str | None) -> Any:
+    if invalid_residues is None:
+        return tokenizer
+    if invalid_residues not in INVALID_RESIDUE_POLICIES:
+        raise ValueError(f"invalid_residues must be one of {INVALID_RESIDUE_POLICIES}, got {invalid_residues!r}")
+    if not hasattr(tokenizer, "invalid_residues"):
+        raise TypeError(f"{type(tokenizer).__name__} has no invalid_residues policy; pass invalid_residues=None")
+    # A shallow copy with its own policy: the caller's tokenizer is left as it was.
+    policy_tokenizer = copy.copy(tokenizer)
+    policy_tokenizer.invalid_residues = invalid_residues
+    return policy_tokenizer
+
+
+def _tokenize_records(tokenizer: Any, fasta_path: Path, records: list[tuple[int, str, str]]) -> list[list[int]]:
+    """Residue ids of each (index, id, sequence); an invalid residue raises naming the file, record and position."""
+    sequences = [sequence for _, _, sequence in records]
+    try:
+        return tokenizer(sequences, add_special_tokens=False, verbose=False)["input_ids"] if sequences else []
+    except ValueError:
+        pass
+    for index, record_id, sequence in records:  # find the offending record, for a message that names it
+        try:
+            tokenizer(sequence, add_special_tokens=False, verbose=False)
+        except ValueError as error:
+            raise ValueError(f"{fasta_path}: record {index} ({record_id!r}): {error}") from error
+    raise AssertionError("the batch failed to tokenize but no single record did")
+
+
+def _remove_outputs(output_dir: Path) -> None:
+    """Delete this function's own files (shards, temporary shards, the manifest), nothing else."""
+    for path in output_dir.iterdir():
+        if path.name in (MANIFEST_NAME, MANIFEST_NAME + ".tmp") or SHARD_PATTERN.match(path.name):
+            path.unlink()
+
+
+def embed_fasta(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    fasta_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    layers: int | list[int] = -1,
+    pooling: str | Sequence[str] | None = ("mean",),
+    per_residue: bool = False,
+    token_budget: int = 8192,
+    shard_size: int = 10_000,
+    dtype: str = "float32",
+    window: int | None = None,
+    stride: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    invalid_residues: str | None = "error",
+) -> dict[str, Any]:
+    """Stream a FASTA(.gz) file of any size into safetensors shards plus a manifest; resumable after a kill.
+
+    Layout of `output_dir`:
+      - `embeddings-00000.safetensors`, ...: shard k holds the records at file positions [k * shard_size,
+        (k + 1) * shard_size). Tensor names are `"{index}/{name}"`: index = the record's 0-based position in the
+        FASTA file (so duplicate ids never collide), name = `mean`, `max`, `bos` or `residues`, with the shapes of
+        `embed_sequences` (per-residue arrays have one row per residue, so each record has its own tensor). The
+        safetensors metadata (key "modeling_plm-embeddings") repeats the shard's `[index, id]` pairs.
+      - `manifest.jsonl`: line 1 is a header with the settings (layers, pooling, per_residue, shard_size, dtype,
+        window, stride, invalid_residues, model fingerprint); then one line per complete shard,
+        `{"shard": k, "file": ..., "records": [[index, id, key], ...], "skipped": [[index, id, reason], ...]}`,
+        key being the tensor-name prefix `"{index}"`; the last line, `{"done": true, "summary": {...}}`, marks a
+        finished run.
+
+    Resuming: each shard is written to a temporary file and renamed, and its manifest line is appended (and synced)
+    only after that, so a kill at any point leaves only complete shards listed. With `resume=True` (default) a
+    rerun keeps the listed shards, checks that the FASTA's records at those positions still have the same ids,
+    and continues with the next shard: no record is lost or duplicated, and the output equals an uninterrupted
+    run's. It refuses to resume with different settings. `resume=False` deletes this function's files (shards,
+    temporary shards, manifest; nothing else) in `output_dir` and starts over.
+
+    Records: duplicate ids are kept (each under its own index) and counted. Empty sequences (also those emptied by
+    the "drop" policy) are skipped and counted. `invalid_residues` ("error", "X", "drop"; None = the tokenizer's own
+    policy) applies to every record; "error" raises ValueError naming the file, record index and id, character and
+    position, after the shards before it have been written.
+
+    Memory: one shard's records and embeddings (with per_residue: shard_size x mean length x H x n_layers x 4
+    bytes, so lower `shard_size` for large per-residue runs) plus the set of record ids (for the duplicate count).
+
+    Returns a summary: `records` (embedded and stored), `read` (records in the file), `shards`, `duplicates`
+    (records whose id appeared earlier), `skipped` (empty), `resumed` (records found already done), `output_dir`.
+    """
+    fasta_path = Path(fasta_path)
+    output_dir = Path(output_dir)
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
+    backbone = _backbone_of(model)
+    options = _resolve_options(backbone.config, layers, pooling, per_residue, token_budget, window, stride)
+    tokenizer = _policy_tokenizer(tokenizer, invalid_residues)
+    special_ids = _special_ids(tokenizer)
+    if not fasta_path.exists():
+        raise FileNotFoundError(f"FASTA file not found: {fasta_path}")
+
+    header = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "layers": list(options.layer_indices) if options.stack_layers else options.layer_indices[0],
+        "pooling": list(options.pooling),
+        "per_residue": options.per_residue,
+        "shard_size": shard_size,
+        "dtype": dtype,
+        "window": options.window,
+        "stride": options.stride,
+        "max_residues": options.max_residues,
+        "invalid_residues": getattr(tokenizer, "invalid_residues", None),
+        "model": str(getattr(backbone.config, "_name_or_path", "")),
+        "model_fingerprint": _model_fingerprint(backbone),
+        "fasta": str(fasta_path),
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = output_dir / MANIFEST_NAME
+    if not resume:
+        _remove_outputs(output_dir)
+    for stale in output_dir.glob("embeddings-*.safetensors.tmp"):
+        stale.unlink()  # a shard a kill interrupted mid-write; it will be redone
+    previous_header, done_shards = _read_manifest(manifest_path)
+    if previous_header is None:
+        _remove_outputs(output_dir)  # shards without a manifest cannot be trusted
+        _append_line(manifest_path, header)
+    else:
+        compared = [key for key in header if key not in ("model", "fasta")]
+        changed = [key for key in compared if previous_header.get(key) != header[key]]
+        if changed:
+            details = ", ".join(f"{key}: {previous_header.get(key)!r} -> {header[key]!r}" for key in changed)
+            raise ValueError(
+                f"{output_dir} holds embeddings made with other settings ({details}); use another output folder, "
+                "or resume=False (--no-resume) to start over."
+            )
+        for entry in done_shards:
+            if not (output_dir / entry["file"]).exists():
+                raise ValueError(f"{output_dir / entry['file']} is listed in the manifest but missing")
+
+    seen_ids: set[str] = set()
+    counts = {"read": 0, "records": 0, "duplicates": 0, "skipped": 0, "resumed": 0}
+    bar = tqdm(unit="rec", desc=f"embedding {fasta_path.name}", disable=not progress, smoothing=0.1)
+    was_training = backbone.training
+    backbone.eval()
+    shard = 0
+    started = time.perf_counter()
+    try:
+        chunk: list[tuple[int, str, str]] = []
+        records = read_fasta(fasta_path)
+        while True:
+            chunk = [
+                (counts["read"] + offset, record.id, record.sequence)
+                for offset, record in zip(range(shard_size), records)
+            ]
+            if not chunk:
+                break
+            counts["read"] += len(chunk)
+            duplicates = []
+            for index, record_id, _ in chunk:
+                if record_id in seen_ids:
+                    duplicates.append(index)
+                seen_ids.add(record_id)
+            counts["duplicates"] += len(duplicates)
+            if shard < len(done_shards):
+                entry = done_shards[shard]
+                listed = [(index, record_id) for index, record_id, _ in entry["records"]] + [
+                    (index, record_id) for index, record_id, _ in entry["skipped"]
+                ]
+                if sorted(listed) != [(index, record_id) for index, record_id, _ in chunk]:
+                    raise ValueError(
+                        f"{fasta_path} does not match the manifest of {output_dir} in shard {shard} (records "
+                        f"{chunk[0][0]}-{chunk[-1][0]}): the file changed since the first run; use --no-resume."
+                    )
+                counts["records"] += len(entry["records"])
+                counts["skipped"] += len(entry["skipped"])
+                counts["resumed"] += len(chunk)
+                bar.update(len(chunk))
+                shard += 1
+                continue
+
+            residue_ids = _tokenize_records(tokenizer, fasta_path, chunk)
+            kept = [(record, ids) for record, ids in zip(chunk, residue_ids) if ids]
+            skipped = [[index, record_id, "empty"] for (index, record_id, _), ids in zip(chunk, residue_ids) if not ids]
+            bar.update(len(skipped))
+            tensors: dict[str, torch.Tensor] = {}
+            embedded = _iter_embeddings(
+                backbone, *special_ids, [ids for _, ids in kept], options, STORAGE_DTYPES[dtype]
+            )
+            for position, result in embedded:
+                index = kept[position][0][0]
+                for name, value in result.items():
+                    tensors[f"{index}/{name}"] = value
+                bar.update(1)
+            entry = {
+                "shard": shard,
+                "file": shard_name(shard),
+                "records": [[index, record_id, str(index)] for (index, record_id, _), _ in kept],
+                "skipped": skipped,
+            }
+            # One metadata key: safetensors writes its metadata map in an arbitrary order, and a single key keeps
+            # the shard files byte-identical between runs.
+            metadata = {MANIFEST_FORMAT: json.dumps({"shard": shard, "records": [r[:2] for r, _ in kept]})}
+            _write_shard(output_dir / shard_name(shard), tensors, metadata)
+            _append_line(manifest_path, entry)  # only now is the shard part of the output
+            counts["records"] += len(kept)
+            counts["skipped"] += len(skipped)
+            shard += 1
+            bar.set_postfix(shards=shard)
+    finally:
+        backbone.train(was_training)
+        bar.close()
+    if shard < len(done_shards):
+        raise ValueError(f"{fasta_path} has fewer records than the manifest of {output_dir} lists; use --no-resume")
+    # The done line leaves out what differs between an uninterrupted and a resumed run, so both manifests are equal.
+    totals = {key: counts[key] for key in ("read", "records", "duplicates", "skipped")}
+    _append_line(manifest_path, {"done": True, "summary": {**totals, "shards": shard}})
+    seconds = round(time.perf_counter() - started, 2)
+    return {**totals, "shards": shard, "resumed": counts["resumed"], "seconds": seconds, "output_dir": str(output_dir)}
+
+
+def load_embeddings(
+    output_dir: str | os.PathLike, return_tensors: str = "np", require_complete: bool = True
+) -> Iterator[EmbeddingRecord]:
+    """Yield `EmbeddingRecord(index, id, arrays)` for every stored record of an `embed_fasta` output, in file order.
+
+    Reads one tensor at a time (constant memory). Only shards listed in the manifest are read. With
+    `require_complete` (default) an unfinished run raises ValueError instead of yielding a partial result.
+    """
+    if return_tensors not in RETURN_TENSORS:
+        raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
+    output_dir = Path(output_dir)
+    manifest_path = output_dir / MANIFEST_NAME
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {output_dir}: not an embed_fasta output folder")
+    # Only newline-terminated lines: a line cut short by a kill is not part of the output.
+    lines = [json.loads(line) for line in manifest_path.read_bytes().split(b"\n")[:-1] if line.strip()]
+    if not lines or lines[0].get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{manifest_path} is not a {MANIFEST_FORMAT} manifest")
+    if require_complete and not lines[-1].get("done"):
+        raise ValueError(f"{output_dir} is incomplete (the run was interrupted): rerun embed_fasta to resume it")
+    header = lines[0]
+    if return_tensors == "np" and header["dtype"] == "bfloat16":
+        raise ValueError(f"{output_dir} holds bfloat16 arrays, which numpy lacks: pass return_tensors='pt'")
+    names = list(header["pooling"]) + (["residues"] if header["per_residue"] else [])
+    for entry in lines[1:]:
+        if "shard" not in entry:
+            continue
+        with safe_open(str(output_dir / entry["file"]), framework=return_tensors) as shard:
+            for index, record_id, key in entry["records"]:
+                yield EmbeddingRecord(index, record_id, {name: shard.get_tensor(f"{key}/{name}") for name in names})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLI: plm embed
+# ---------------------------------------------------------------------------------------------------------------------
+
+EMBED_HELP = "embed a FASTA file into safetensors shards (pooled and/or per-residue), resumable"
+EMBED_DESCRIPTION = """\
+Embed every record of a FASTA(.gz) file and write safetensors shards (embeddings-00000.safetensors, ...) and
+manifest.jsonl to OUT. Tensor names are "{index}/{mean|max|bos|residues}", index being the record's 0-based
+position in the file, so duplicate ids are kept (and counted); the manifest maps each index to its id and shard.
+A killed run resumes where it stopped when the same command is run again. Sequences longer than the model's
+context are embedded in overlapping windows, averaged per residue."""
+EMBED_EPILOG = """examples:
+  plm embed runs/demo/final proteins.fasta.gz out/embeddings
+  plm embed runs/demo/final proteins.fasta out/emb --pooling mean max bos --layers -1 -2
+  plm embed ./esm2-8m-plm proteins.fasta out/per-residue --per-residue --shard-size 1000 --dtype float16
+  plm embed runs/demo/final proteins.fasta out/emb --invalid-residues X   # map J, *, digits, ... to X
+
+read them back:
+  from modeling_plm.pipelines.embedding import load_embeddings
+  for index, record_id, arrays in load_embeddings("out/embeddings"): arrays["mean"]  # (H,)
+"""
+
+
+def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `plm embed`'s arguments (and its description and examples) to a parser or subparser."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = parser.description or EMBED_DESCRIPTION
+    parser.epilog = parser.epilog or EMBED_EPILOG
+    parser.add_argument("model", help="model folder or hub id (any modeling_plm checkpoint; its backbone is used)")
+    parser.add_argument("fasta", help="input FASTA or FASTA.gz file")
+    parser.add_argument("output_dir", metavar="OUT", help="output folder for shards and manifest.jsonl")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        default=[-1],
+        help="hidden-state indices (0 = embeddings, -1 = last, after the final norm); several stack on a leading "
+        "axis (default: -1)",
+    )
+    parser.add_argument(
+        "--pooling",
+        nargs="*",
+        choices=POOLING_METHODS,
+        default=["mean"],
+        help="pooled outputs over residues; none with --per-residue stores per-residue arrays only (default: mean)",
+    )
+    parser.add_argument("--per-residue", action="store_true", help="also store one row per residue for every record")
+    parser.add_argument(
+        "--token-budget", type=int, default=8192, help="tokens per forward pass, padding included (default: 8192)"
+    )
+    parser.add_argument("--shard-size", type=int, default=10_000, help="records per shard (default: 10000)")
+    parser.add_argument(
+        "--dtype", choices=list(STORAGE_DTYPES), default="float32", help="storage dtype (default: float32)"
+    )
+    parser.add_argument(
+        "--window", type=int, default=None, help="residues per window for long sequences (default: context - 2)"
+    )
+    parser.add_argument("--stride", type=int, default=None, help="residues between windows (default: window / 2)")
+    parser.add_argument(
+        "--invalid-residues",
+        choices=INVALID_RESIDUE_POLICIES,
+        default="error",
+        help="characters outside the residue alphabet: error (names the record), X (map to X) or drop",
+    )
+    parser.add_argument("--no-resume", action="store_true", help="delete earlier shards/manifest in OUT and restart")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--model-dtype", choices=list(STORAGE_DTYPES), default=None, help="dtype to run the model in (default: saved)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    """`plm embed`: load the model and tokenizer, run `embed_fasta`, print the summary. Returns the exit status."""
+    import modeling_plm  # noqa: F401  (registers the PLM classes with the Auto classes)
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    load_kwargs = {"dtype": STORAGE_DTYPES[args.model_dtype]} if args.model_dtype else {}
+    model = AutoModel.from_pretrained(args.model, **load_kwargs).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    summary = embed_fasta(
+        model,
+        tokenizer,
+        args.fasta,
+        args.output_dir,
+        layers=args.layers[0] if len(args.layers) == 1 else args.layers,
+        pooling=args.pooling,
+        per_residue=args.per_residue,
+        token_budget=args.token_budget,
+        shard_size=args.shard_size,
+        dtype=args.dtype,
+        window=args.window,
+        stride=args.stride,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+        invalid_residues=args.invalid_residues,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    standalone = argparse.ArgumentParser(prog="python -m modeling_plm.pipelines.embedding")
+    add_embed_arguments(standalone)
+    sys.exit(run_embed(standalone.parse_args()))

@@ -1,0 +1,897 @@
+"""Likelihoods and zero-shot variant-effect scores from one PLM language-model checkpoint.
+
+The model is a PLM LM checkpoint loaded as `PLMForMaskedLM` or `PLMForCausalLM` (the same weights); every forward
+here passes `attention_type` explicitly, so either class works for every score.
+
+Sequence scores
+  - `masked_marginals`: log p(token | sequence with that one position masked), bidirectional attention, over the
+    model's whole vocabulary (index it with `tokenizer.convert_tokens_to_ids(letter)`).
+  - `pseudo_log_likelihood` (PLL): the sum over residues of log p(true residue | sequence with it masked); L forward
+    rows per sequence of L residues.
+  - `causal_log_likelihood`: the sum of log p(token_i | <bos> residues_<i) over the residues and the final `<eos>`
+    (ProGen2's convention: a sequence is also scored for ending where it ends), causal attention, one row per
+    sequence.
+
+Variant effects (`score_variants`), mutations written `A23V`, multi-mutants `A23V:G45D`:
+  - "masked-marginal" (ESM-1v): sum over the mutated positions of log p(mt) - log p(wt), each position masked in the
+    wild type. The marginals are computed once per distinct position, so any number of mutants costs at most one
+    forward row per residue of the wild type.
+  - "wt-marginal": the same log-ratio read from one unmasked forward pass of the wild type.
+  - "pseudo-likelihood": PLL(mutant) - PLL(wild type); L rows per distinct mutant sequence (slow on a large DMS).
+  - "causal": the CLM log-likelihood ratio LL(mutant) - LL(wild type), one row per distinct mutant sequence.
+
+Long sequences: the model's context is `config.max_position_embeddings` tokens including `<bos>` and `<eos>`. Masked
+scores (masked marginals, PLL, masked-marginal) of a longer sequence read each position in a window of that many
+residues centred on it (clamped to the sequence ends), wrapped in `<bos>`/`<eos>` (ProteinGym's approach for ESM).
+The causal and wt-marginal scores need the whole sequence in one pass, so they raise `ValueError` for it.
+
+Batching: rows are sorted by length and run `batch_size` at a time, right-padded with an attention mask (padding
+does not change a row's result). Results come back in input order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForMaskedLM, AutoTokenizer, Pipeline, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from ..data import read_fasta
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "SEQUENCE_SCORES",
+    "STANDARD_AMINO_ACIDS",
+    "VARIANT_METHODS",
+    "ProteinScoringPipeline",
+    "add_score_arguments",
+    "apply_mutations",
+    "causal_log_likelihood",
+    "masked_marginals",
+    "parse_mutations",
+    "pseudo_log_likelihood",
+    "run_score",
+    "score_variants",
+]
+
+STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+VARIANT_METHODS = ("masked-marginal", "wt-marginal", "pseudo-likelihood", "causal")
+SEQUENCE_SCORES = ("pseudo-log-likelihood", "causal")
+DEFAULT_BATCH_SIZE = 32
+# Multi-mutants join single mutations with ':' (ESM, ProteinGym) or ';' (MaveDB-style lists); both are accepted.
+MUTATION_SEPARATORS = re.compile(r"[:;]")
+# Anything but a digit on either side, so that `A23*` or `A23x` get a "not an amino acid" message, not "malformed".
+MUTATION_PATTERN = re.compile(r"(\D)(-?\d+)(\D)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mutations
+
+
+def parse_mutations(spec: str, sequence: str, offset: int = 1) -> list[tuple[str, int, str]]:
+    """Parse `A23V` or a multi-mutant `A23V:G45D` (`A23V;G45D` also accepted) against a wild-type sequence.
+
+    Positions in `spec` are numbered so that the first residue of `sequence` is `offset` (1 by default; a mature
+    chain numbered from 24 would pass `offset=24`). Returns `(wild type, position, mutant)` per mutation, in the order
+    written, with the position converted to the 1-based index into `sequence` (so `sequence[position - 1]` is the
+    wild-type letter), ready for `masked_marginals` and `apply_mutations`. Synonymous mutations (`A23A`) are allowed.
+
+    Raises ValueError naming the mutation when the text is malformed, the position is outside the sequence, the
+    wild-type letter does not match the sequence there, the mutant letter is not one of the 20 standard amino acids,
+    or one multi-mutant changes the same position twice.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"A mutation must be a string like 'A23V' or 'A23V:G45D', got {type(spec).__name__}")
+    parts = MUTATION_SEPARATORS.split(spec.strip())
+    where = f" in {spec!r}" if len(parts) > 1 else ""
+    parsed: list[tuple[str, int, str]] = []
+    seen: dict[int, str] = {}
+    last = offset + len(sequence) - 1
+    for part in parts:
+        part = part.strip()
+        match = MUTATION_PATTERN.fullmatch(part)
+        if match is None:
+            raise ValueError(
+                f"Malformed mutation {part!r}{where}: expected <wild type><position><mutant> such as 'A23V'; "
+                "join the mutations of a multi-mutant with ':' (A23V:G45D)"
+            )
+        wild_type, number, mutant = match.group(1), int(match.group(2)), match.group(3)
+        if not offset <= number <= last:
+            raise ValueError(
+                f"Mutation {part!r}{where}: position {number} is outside the sequence, whose {len(sequence)} residues "
+                f"are numbered {offset}..{last} (offset {offset})"
+            )
+        index = number - offset  # 0-based
+        actual = sequence[index].upper()
+        if wild_type != actual:
+            raise ValueError(
+                f"Mutation {part!r}{where}: wild type at {number} is {actual}, mutation says {wild_type} "
+                f"(numbering starts at offset {offset}; is the offset or the sequence right?)"
+            )
+        if mutant not in STANDARD_AMINO_ACIDS:
+            raise ValueError(
+                f"Mutation {part!r}{where}: mutant {mutant!r} is not one of the 20 standard amino acids "
+                f"{STANDARD_AMINO_ACIDS}"
+            )
+        if number in seen:
+            raise ValueError(f"Mutation {spec!r} changes position {number} twice ({seen[number]} and {part})")
+        seen[number] = part
+        parsed.append((wild_type, index + 1, mutant))
+    return parsed
+
+
+def apply_mutations(sequence: str, mutations: Sequence[tuple[str, int, str]]) -> str:
+    """The mutant sequence: `mutations` as returned by `parse_mutations` (1-based positions into `sequence`)."""
+    residues = list(sequence)
+    for wild_type, position, mutant in mutations:
+        if residues[position - 1].upper() != wild_type:
+            raise ValueError(f"wild type at position {position} is {residues[position - 1]}, not {wild_type}")
+        residues[position - 1] = mutant
+    return "".join(residues)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared machinery
+
+
+@contextmanager
+def _inference(model: PreTrainedModel) -> Iterator[None]:
+    """Eval mode (no dropout) and no autograd for the call; a model in training mode is switched back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def _check_sequences(sequences: Any) -> list[str]:
+    # A bare string would otherwise be scored character by character.
+    if isinstance(sequences, str):
+        raise TypeError("sequences must be a list of strings, not one string; wrap it as [sequence]")
+    sequences = list(sequences)
+    for index, sequence in enumerate(sequences):
+        if not isinstance(sequence, str):
+            raise TypeError(f"sequence {index} is a {type(sequence).__name__}, not a string")
+    return sequences
+
+
+def _residue_ids(tokenizer: PreTrainedTokenizerBase, sequence: str, label: str) -> list[int]:
+    """Token ids of the residues of `sequence` (no special tokens), one per character, or a ValueError naming it."""
+    if not sequence:
+        raise ValueError(f"{label} is empty")
+    try:
+        ids = tokenizer(sequence, add_special_tokens=False)["input_ids"]
+    except ValueError as error:
+        raise ValueError(f"{label}: {error}") from error
+    if len(ids) != len(sequence):
+        # Whitespace, special tokens written in the text or the tokenizer's "drop" policy would shift positions.
+        raise ValueError(
+            f"{label} has {len(sequence)} characters but tokenizes to {len(ids)} residues; pass plain residue "
+            "letters (no whitespace, no special tokens)"
+        )
+    return ids
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerBase, need_mask: bool) -> tuple[int, int, int, int | None]:
+    bos, eos, pad, mask = (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.mask_token_id,
+    )
+    if bos is None or eos is None or pad is None:
+        raise ValueError("The tokenizer needs <bos>, <eos> and <pad> tokens for scoring")
+    if need_mask and mask is None:
+        raise ValueError("Masked scores need a tokenizer with a <mask> token")
+    return bos, eos, pad, mask
+
+
+def _context_residues(model: PreTrainedModel) -> int:
+    """Residues that fit in the model's context next to <bos> and <eos>."""
+    return int(model.config.max_position_embeddings) - 2
+
+
+def _window(length: int, index: int, size: int) -> tuple[int, int]:
+    """[start, end) of a window of at most `size` residues around 0-based `index`, centred and clamped to the ends."""
+    if length <= size:
+        return 0, length
+    start = min(max(index - size // 2, 0), length - size)
+    return start, start + size
+
+
+def _check_fits(model: PreTrainedModel, residue_ids: list[list[int]], what: str) -> None:
+    limit = _context_residues(model)
+    for index, ids in enumerate(residue_ids):
+        if len(ids) > limit:
+            raise ValueError(
+                f"sequence {index} has {len(ids)} residues, more than the {limit} that fit in the model's context "
+                f"({model.config.max_position_embeddings} tokens with <bos> and <eos>); {what} needs the whole "
+                "sequence in one pass. Use the masked scores (masked-marginal, pseudo-log-likelihood), which window "
+                "long sequences."
+            )
+
+
+def _batched_logits(
+    model: PreTrainedModel,
+    keys: Sequence[Hashable],
+    row_of: Callable[[Hashable], list[int]],
+    length_of: Callable[[Hashable], int],
+    attention_type: str,
+    pad_id: int,
+    batch_size: int,
+    progress: bool,
+    description: str,
+) -> Iterator[tuple[Hashable, torch.Tensor]]:
+    """Yield `(key, logits of its row)` for every key: rows sorted by length, `batch_size` per right-padded forward.
+
+    Rows are built lazily (`row_of`) so that millions of masked copies never sit in memory at once. Must run inside
+    `_inference(model)`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(keys, key=length_of)
+    device = model.device
+    bar = tqdm(total=len(order), desc=description, unit="row", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        rows = [row_of(key) for key in chunk]
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for number, row in enumerate(rows):
+            input_ids[number, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[number, : len(row)] = 1
+        logits = model(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            attention_type=attention_type,
+            use_cache=False,
+        ).logits
+        for number, key in enumerate(chunk):
+            yield key, logits[number, : len(rows[number])]
+        bar.update(len(chunk))
+    bar.close()
+
+
+def _masked_position_log_probs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    residue_ids: list[list[int]],
+    jobs: list[tuple[int, int]],
+    batch_size: int,
+    progress: bool,
+    description: str,
+) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+    """For each job `(sequence index, 0-based residue index)`, the float32 log-probabilities over the vocabulary at
+    that residue with it masked (windowed for sequences longer than the context). Yields in length order."""
+    bos, eos, pad, mask = _special_ids(tokenizer, need_mask=True)
+    size = _context_residues(model)
+
+    def window_of(job: tuple[int, int]) -> tuple[int, int]:
+        return _window(len(residue_ids[job[0]]), job[1], size)
+
+    def row_of(job: tuple[int, int]) -> list[int]:
+        start, end = window_of(job)
+        window = residue_ids[job[0]][start:end]
+        window[job[1] - start] = mask  # the slice is a copy
+        return [bos, *window, eos]
+
+    def length_of(job: tuple[int, int]) -> int:
+        start, end = window_of(job)
+        return end - start + 2
+
+    for job, logits in _batched_logits(
+        model, jobs, row_of, length_of, "bidirectional", pad, batch_size, progress, description
+    ):
+        start, _ = window_of(job)
+        yield job, logits[job[1] - start + 1].float().log_softmax(-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Likelihoods
+
+
+def masked_marginals(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sequence: str,
+    positions: list[int] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Masked marginals: row k holds log p(token | `sequence` with residue `positions[k]` replaced by `<mask>`).
+
+    Args:
+        positions: 1-based residue positions (default: every residue, 1..L); each is masked in its own copy of the
+            sequence (copies run `batch_size` per forward pass, bidirectional attention).
+    Returns:
+        float32 CPU tensor (len(positions), vocab_size) of log-probabilities normalised over the model's whole
+        vocabulary (special tokens included, as ESM does); column `tokenizer.convert_tokens_to_ids("V")` is valine.
+        Log-ratios between residues (variant scores) do not depend on the normalisation.
+    """
+    ids = _residue_ids(tokenizer, sequence, "sequence")
+    if positions is None:
+        positions = list(range(1, len(ids) + 1))
+    for position in positions:
+        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= len(ids):
+            raise ValueError(
+                f"position {position!r} is not a 1-based residue position of a {len(ids)}-residue sequence"
+            )
+    result = torch.empty((len(positions), model.config.vocab_size), dtype=torch.float32)
+    jobs = list(dict.fromkeys((0, position - 1) for position in positions))  # each distinct position once
+    computed: dict[tuple[int, int], torch.Tensor] = {}
+    with _inference(model):
+        for job, log_probs in _masked_position_log_probs(
+            model, tokenizer, [ids], jobs, batch_size, progress, "masked marginals"
+        ):
+            computed[job] = log_probs.cpu()
+    for row, position in enumerate(positions):
+        result[row] = computed[(0, position - 1)]
+    return result
+
+
+def pseudo_log_likelihood(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sequences: list[str],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> list[float]:
+    """Pseudo-log-likelihood of each sequence: sum over its L residues of log p(residue | sequence, residue masked).
+
+    Costs L forward rows per sequence (rows of all sequences share batches, sorted by length). Divide by the length
+    for the per-residue mean, whose exp(-mean) is the pseudo-perplexity. Log-probabilities are normalised over the
+    whole vocabulary, as in `masked_marginals`.
+    """
+    sequences = _check_sequences(sequences)
+    residue_ids = [_residue_ids(tokenizer, sequence, f"sequence {n}") for n, sequence in enumerate(sequences)]
+    jobs = [(n, index) for n, ids in enumerate(residue_ids) for index in range(len(ids))]
+    totals = [0.0] * len(sequences)
+    with _inference(model):
+        for (n, index), log_probs in _masked_position_log_probs(
+            model, tokenizer, residue_ids, jobs, batch_size, progress, "pseudo-log-likelihood"
+        ):
+            totals[n] += float(log_probs[residue_ids[n][index]])
+    return totals
+
+
+def causal_log_likelihood(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sequences: list[str],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+    include_eos: bool = True,
+) -> list[float]:
+    """Causal log-likelihood of each sequence: sum over i of log p(token_i | <bos> residues_<i), causal attention.
+
+    The sum covers the L residues and, with `include_eos` (the default, as ProGen2), the final `<eos>`: L + 1 terms,
+    divide by that for the per-token mean. Sequences are batched with right padding, which gives the unpadded
+    result. Raises ValueError for a sequence longer than the model's context.
+    """
+    sequences = _check_sequences(sequences)
+    bos, eos, pad, _ = _special_ids(tokenizer, need_mask=False)
+    residue_ids = [_residue_ids(tokenizer, sequence, f"sequence {n}") for n, sequence in enumerate(sequences)]
+    _check_fits(model, residue_ids, "the causal log-likelihood")
+    totals = [0.0] * len(sequences)
+    with _inference(model):
+        for n, logits in _batched_logits(
+            model,
+            list(range(len(sequences))),
+            lambda n: [bos, *residue_ids[n], eos],
+            lambda n: len(residue_ids[n]) + 2,
+            "causal",
+            pad,
+            batch_size,
+            progress,
+            "causal log-likelihood",
+        ):
+            targets = torch.tensor([*residue_ids[n], eos] if include_eos else residue_ids[n], device=logits.device)
+            log_probs = logits[: len(targets)].float().log_softmax(-1)  # logits at i predict token i + 1
+            totals[n] = float(log_probs.gather(-1, targets[:, None]).sum())
+    return totals
+
+
+def _wild_type_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> torch.Tensor:
+    """(L, vocab) log-probabilities at each residue of one unmasked bidirectional pass."""
+    bos, eos, pad, _ = _special_ids(tokenizer, need_mask=False)
+    _check_fits(model, [ids], "wt-marginal")
+    with _inference(model):
+        ((_, logits),) = _batched_logits(
+            model, [0], lambda _: [bos, *ids, eos], lambda _: len(ids) + 2, "bidirectional", pad, 1, False, ""
+        )
+        return logits[1:-1].float().log_softmax(-1).cpu()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Variant effects
+
+
+def score_variants(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sequence: str,
+    mutations: list[str],
+    method: str = "masked-marginal",
+    offset: int = 1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> list[float]:
+    """Zero-shot variant-effect score of each mutation (`A23V`, multi-mutant `A23V:G45D`) of the wild type
+    `sequence`; higher means the model finds the mutant more likely than the wild type.
+
+    Methods (see the module docstring): "masked-marginal" (ESM-1v; one masked row per distinct mutated position,
+    the sum over a multi-mutant's positions), "wt-marginal" (one unmasked pass), "pseudo-likelihood"
+    (PLL(mutant) - PLL(wild type)) and "causal" (LL(mutant) - LL(wild type), `<eos>` included). `offset` is the
+    number of the first residue of `sequence` in the mutations' numbering (lower-case residues are read as upper
+    case). Every mutation is parsed (and the wild-type letters checked) before any model work.
+    """
+    if method not in VARIANT_METHODS:
+        raise ValueError(f"method must be one of {', '.join(VARIANT_METHODS)}; got {method!r}")
+    if isinstance(mutations, str):
+        raise TypeError("mutations must be a list of strings, not one string; wrap it as [mutation]")
+    sequence = sequence.upper()
+    wild_ids = _residue_ids(tokenizer, sequence, "wild-type sequence")
+    parsed = [parse_mutations(spec, sequence, offset) for spec in mutations]
+    if not parsed:
+        return []
+
+    if method in ("masked-marginal", "wt-marginal"):
+        token_id = {
+            letter: tokenizer.convert_tokens_to_ids(letter) for letter in set(sequence) | set(STANDARD_AMINO_ACIDS)
+        }
+        if method == "masked-marginal":
+            positions = sorted({position for mutant in parsed for _, position, _ in mutant})
+            marginals = masked_marginals(model, tokenizer, sequence, positions, batch_size, progress)
+            table = dict(zip(positions, marginals))  # the cache: one masked row per distinct position
+        else:
+            log_probs = _wild_type_log_probs(model, tokenizer, wild_ids)
+            table = {position: log_probs[position - 1] for mutant in parsed for _, position, _ in mutant}
+        return [
+            float(sum(table[position][token_id[mt]] - table[position][token_id[wt]] for wt, position, mt in mutant))
+            for mutant in parsed
+        ]
+
+    # Whole-sequence methods: score each distinct sequence once (a synonymous mutant is the wild type: exactly 0).
+    mutant_sequences = [apply_mutations(sequence, mutant) for mutant in parsed]
+    distinct = list(dict.fromkeys([sequence, *mutant_sequences]))
+    if method == "causal":
+        scores = causal_log_likelihood(model, tokenizer, distinct, batch_size, progress)
+    else:
+        scores = pseudo_log_likelihood(model, tokenizer, distinct, batch_size, progress)
+    by_sequence = dict(zip(distinct, scores))
+    return [by_sequence[mutant] - by_sequence[sequence] for mutant in mutant_sequences]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pipeline
+
+
+@dataclass(frozen=True)
+class _ScoringRequest:
+    """All the sequences of one call: scored as one job, so rows batch across sequences (see the pipeline doc)."""
+
+    sequences: tuple[str, ...]
+    single: bool
+
+
+class ProteinScoringPipeline(Pipeline):
+    """Likelihoods and variant-effect scores, `pipeline("protein-scoring", model=...)`.
+
+    ```python
+    scorer = pipeline("protein-scoring", model="runs/demo/final")
+    scorer("MKTAYIAK", score="causal")                 # {"sequence", "log_likelihood", "mean_log_likelihood", ...}
+    scorer(["MKTAYIAK", "MSLRSE"], score="pseudo-log-likelihood", batch_size=64)   # a list of such dicts
+    scorer(wild_type, mutations=["H24C", "H24C:E28K"], method="masked-marginal", offset=1)
+    # -> [{"mutation": "H24C", "score": ...}, {"mutation": "H24C:E28K", "score": ...}]
+    ```
+
+    Sequence scores (`score=`): "pseudo-log-likelihood" (default) or "causal" (`include_eos=True` by default). Each
+    result holds `log_likelihood` (the sum), `num_tokens` (L for the PLL, L + 1 for causal with `<eos>`),
+    `mean_log_likelihood` and `perplexity` = exp(-mean). Variant scores (`mutations=`, one wild-type sequence):
+    `method` in VARIANT_METHODS (default "masked-marginal"), `offset` (default 1).
+
+    Batching: the scores are not one forward per input (a PLL is L masked rows; variant scores share one cache of
+    masked positions), so the transformers per-item loop does not fit. A call's inputs go through `preprocess`,
+    `_forward` and `postprocess` as one job, and `_forward` runs the module's functions, which sort all rows by
+    length and run `batch_size` rows per forward pass (`pipeline(..., batch_size=)` or the call's `batch_size=`;
+    default 32). Results are exactly the functions' outputs, in input order. `progress=True` shows a bar.
+    """
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+
+    def __call__(self, inputs: str | list[str], **kwargs: Any) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(inputs, str):
+            request = _ScoringRequest((inputs,), single=True)
+        elif isinstance(inputs, (list, tuple)):
+            request = _ScoringRequest(tuple(_check_sequences(inputs)), single=False)
+        else:
+            raise TypeError(f"protein-scoring takes a sequence or a list of sequences, got {type(inputs).__name__}")
+        batch_size = kwargs.pop("batch_size", None) or self._batch_size
+        if batch_size is not None:
+            kwargs["rows_per_batch"] = batch_size
+        return super().__call__(request, **kwargs)
+
+    def _sanitize_parameters(
+        self,
+        score: str | None = None,
+        mutations: list[str] | None = None,
+        method: str | None = None,
+        offset: int | None = None,
+        include_eos: bool | None = None,
+        rows_per_batch: int | None = None,
+        progress: bool | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        preprocess_params: dict[str, Any] = {}
+        for name, value in (("score", score), ("mutations", mutations), ("method", method), ("offset", offset)):
+            if value is not None:
+                preprocess_params[name] = value
+        forward_params: dict[str, Any] = {}
+        for name, value in (("include_eos", include_eos), ("rows_per_batch", rows_per_batch), ("progress", progress)):
+            if value is not None:
+                forward_params[name] = value
+        return preprocess_params, forward_params, {}
+
+    def preprocess(
+        self,
+        request: _ScoringRequest,
+        score: str | None = None,
+        mutations: list[str] | None = None,
+        method: str | None = None,
+        offset: int = 1,
+    ) -> dict[str, Any]:
+        # Validate everything here, so that a bad argument or mutation fails before any model work.
+        if mutations is None:
+            if method is not None:
+                raise ValueError("method= applies to variant scores; pass mutations=[...] or use score= instead")
+            score = score or "pseudo-log-likelihood"
+            if score not in SEQUENCE_SCORES:
+                raise ValueError(f"score must be one of {', '.join(SEQUENCE_SCORES)}; got {score!r}")
+            for n, sequence in enumerate(request.sequences):
+                _residue_ids(self.tokenizer, sequence, f"sequence {n}")
+            return {"kind": score, "sequences": list(request.sequences), "single": request.single}
+        if score is not None:
+            raise ValueError("Pass either score= (sequence likelihoods) or mutations= (variant scores), not both")
+        if not request.single:
+            raise ValueError("mutations= scores variants of one wild-type sequence; pass that sequence as a string")
+        if isinstance(mutations, str):
+            raise TypeError("mutations must be a list of strings, not one string; wrap it as [mutation]")
+        method = method or "masked-marginal"
+        if method not in VARIANT_METHODS:
+            raise ValueError(f"method must be one of {', '.join(VARIANT_METHODS)}; got {method!r}")
+        wild_type = request.sequences[0].upper()
+        _residue_ids(self.tokenizer, wild_type, "wild-type sequence")
+        for spec in mutations:
+            parse_mutations(spec, wild_type, offset)
+        return {
+            "kind": "variants",
+            "sequence": wild_type,
+            "mutations": list(mutations),
+            "method": method,
+            "offset": offset,
+        }
+
+    def _forward(
+        self,
+        model_inputs: dict[str, Any],
+        include_eos: bool = True,
+        rows_per_batch: int = DEFAULT_BATCH_SIZE,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        kind = model_inputs["kind"]
+        if kind == "variants":
+            scores = score_variants(
+                self.model,
+                self.tokenizer,
+                model_inputs["sequence"],
+                model_inputs["mutations"],
+                method=model_inputs["method"],
+                offset=model_inputs["offset"],
+                batch_size=rows_per_batch,
+                progress=progress,
+            )
+            return {**model_inputs, "scores": scores}
+        sequences = model_inputs["sequences"]
+        if kind == "causal":
+            scores = causal_log_likelihood(self.model, self.tokenizer, sequences, rows_per_batch, progress, include_eos)
+            counts = [len(sequence) + int(include_eos) for sequence in sequences]
+        else:
+            scores = pseudo_log_likelihood(self.model, self.tokenizer, sequences, rows_per_batch, progress)
+            counts = [len(sequence) for sequence in sequences]
+        return {**model_inputs, "scores": scores, "counts": counts}
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+        if model_outputs["kind"] == "variants":
+            return [
+                {"mutation": mutation, "score": score}
+                for mutation, score in zip(model_outputs["mutations"], model_outputs["scores"])
+            ]
+        results = [
+            {
+                "sequence": sequence,
+                "score_type": model_outputs["kind"],
+                "log_likelihood": total,
+                "num_tokens": count,
+                "mean_log_likelihood": total / count,
+                "perplexity": math.exp(-total / count),
+            }
+            for sequence, total, count in zip(
+                model_outputs["sequences"], model_outputs["scores"], model_outputs["counts"]
+            )
+        ]
+        return results[0] if model_outputs["single"] else results
+
+
+PIPELINE_REGISTRY.register_pipeline(
+    "protein-scoring", pipeline_class=ProteinScoringPipeline, pt_model=AutoModelForMaskedLM, default=None, type="text"
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# CLI: plm score
+
+SCORE_HELP = "sequence likelihoods (PLL, causal) and zero-shot variant-effect scores (ESM-1v masked marginals, CLM)"
+SCORE_DESCRIPTION = """\
+Score protein sequences or mutations with a PLM checkpoint (one checkpoint serves every method).
+
+Whole sequences (--sequence or --fasta) get their pseudo-log-likelihood (PLL: each residue masked in turn) and/or
+their causal log-likelihood (left to right, <eos> included), as sums with per-token means.
+
+Mutations of a wild type (--sequence or --wild-type-fasta, with --mutations-csv or --mutation) are written A23V or
+A23V:G45D, numbered so that the first residue of the wild type is --offset. Every wild-type letter is checked. A DMS
+CSV gets a score column added next to its own columns; with --target-column the Spearman correlation is printed."""
+SCORE_EPILOG = """\
+examples:
+  # ESM's TEM-1 beta-lactamase DMS (4,996 single mutants; numbered from the start of the full 286-residue
+  # precursor, so offset 1); Spearman of the masked-marginal scores against the 2500 ug/mL ampicillin fitness
+  plm score runs/demo/final \\
+      --wild-type-fasta ../shared/data/proteingym_singles/wildtypes.fasta --wild-type-id BLAT_ECOLX_Stiffler_2015.csv \\
+      --mutations-csv ../shared/data/esm_variant_examples/BLAT_ECOLX_Ranganathan2015.csv --target-column 2500 \\
+      --output blat_scores.csv
+  # the same with the causal log-likelihood ratio
+  plm score runs/demo/final --wild-type-fasta ... --mutations-csv ... --target-column 2500 --method causal
+  # a few mutants given on the command line, printed as CSV
+  plm score runs/demo/final --sequence MKTAYIAKQRQISFVKSHFSRQ --mutation K2A --mutation K2A:Q11E
+  # per-sequence PLL and causal log-likelihood of a FASTA
+  plm score runs/demo/final --fasta proteins.fasta --output likelihoods.csv --score both"""
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add `plm score`'s arguments (and its description and examples) to `parser`; run it with `run_score(args)`."""
+    parser.description = SCORE_DESCRIPTION
+    parser.epilog = SCORE_EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("model", help="checkpoint folder (or hub id) of a PLM language model")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sequence", help="one sequence: scored itself, or the wild type of the mutations")
+    source.add_argument("--fasta", help="FASTA(.gz) of sequences to score (PLL and/or causal log-likelihood)")
+    source.add_argument("--wild-type-fasta", help="FASTA holding the wild type of the mutations (see --wild-type-id)")
+    parser.add_argument("--wild-type-id", help="record of --wild-type-fasta to use (default: its only record)")
+    variants = parser.add_mutually_exclusive_group()
+    variants.add_argument("--mutations-csv", help="CSV of mutations (a DMS table); the scores are added as a column")
+    variants.add_argument(
+        "--mutation", action="append", help="a mutation such as A23V or A23V:G45D (repeatable); output mutation,score"
+    )
+    parser.add_argument("--mutation-column", default="mutant", help="column of --mutations-csv holding the mutations")
+    parser.add_argument("--target-column", help="column of measured fitness: print the Spearman correlation with it")
+    parser.add_argument(
+        "--offset", type=int, default=1, help="number of the wild type's first residue in the mutations' numbering"
+    )
+    parser.add_argument(
+        "--method",
+        choices=VARIANT_METHODS,
+        default="masked-marginal",
+        help="variant-effect score (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--score",
+        choices=(*SEQUENCE_SCORES, "both"),
+        default="both",
+        help="whole-sequence score for --sequence/--fasta without mutations (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--score-column", help="name of the added score column (default: the method, e.g. masked_marginal)"
+    )
+    parser.add_argument("--output", help="CSV to write (default: print the CSV to stdout, the summary to stderr)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per forward pass")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser
+
+
+def _read_wild_type(path: str, record_id: str | None) -> tuple[str, str]:
+    records = list(read_fasta(path))
+    if record_id is None:
+        if len(records) != 1:
+            raise ValueError(f"{path} holds {len(records)} records; choose the wild type with --wild-type-id")
+        return records[0].id, records[0].sequence
+    matches = [record for record in records if record.id == record_id]
+    if len(matches) != 1:
+        found = "no record" if not matches else f"{len(matches)} records"
+        raise ValueError(f"{path} has {found} with id {record_id!r}")
+    return matches[0].id, matches[0].sequence
+
+
+def _check_score_usage(args: argparse.Namespace) -> None:
+    has_mutations = args.mutations_csv is not None or args.mutation is not None
+    if has_mutations and args.fasta is not None:
+        raise ValueError(
+            "--fasta scores whole sequences; give the wild type of mutations with --sequence or --wild-type-fasta"
+        )
+    if not has_mutations and args.wild_type_fasta is not None:
+        raise ValueError(
+            "--wild-type-fasta needs mutations (--mutations-csv or --mutation); use --fasta to score sequences"
+        )
+    if args.wild_type_id is not None and args.wild_type_fasta is None:
+        raise ValueError("--wild-type-id selects a record of --wild-type-fasta")
+    if args.target_column is not None and args.mutations_csv is None:
+        raise ValueError("--target-column needs --mutations-csv")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+
+
+def _parse_target(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        return math.nan  # an empty or non-numeric cell is a missing measurement
+    return number
+
+
+def _write_csv(path: str | None, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
+    handle = open(path, "w", newline="", encoding="utf-8") if path else sys.stdout
+    try:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    finally:
+        if path:
+            handle.close()
+
+
+def _score_mutations_csv(args, model, tokenizer, wild_type: str, report) -> int:
+    from scipy.stats import spearmanr
+
+    path = Path(args.mutations_csv)
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: ESM's DMS files start with a BOM
+        reader = csv.DictReader(handle)
+        fieldnames = list(reader.fieldnames or [])
+        rows = list(reader)
+    for column in (args.mutation_column, args.target_column):
+        if column is not None and column not in fieldnames:
+            raise ValueError(f"{path} has no column {column!r}; its columns are {', '.join(map(repr, fieldnames))}")
+    score_column = args.score_column or args.method.replace("-", "_")
+    if score_column in fieldnames:
+        raise ValueError(f"{path} already has a column {score_column!r}; name the new one with --score-column")
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    mutations = []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        spec = row[args.mutation_column]
+        try:
+            parse_mutations(spec, wild_type, args.offset)
+        except ValueError as error:
+            raise ValueError(f"{path}, line {line}: {error}") from error
+        mutations.append(spec)
+
+    started = time.perf_counter()
+    scores = score_variants(
+        model, tokenizer, wild_type, mutations, args.method, args.offset, args.batch_size, not args.no_progress
+    )
+    elapsed = time.perf_counter() - started
+    for row, score in zip(rows, scores):
+        row[score_column] = repr(score)
+    _write_csv(args.output, [*fieldnames, score_column], rows)
+    report(
+        f"Scored {len(scores)} mutants of a {len(wild_type)}-residue wild type with {args.method} in {elapsed:.1f} s"
+    )
+    if args.target_column is not None:
+        pairs = [
+            (score, target)
+            for score, target in zip(scores, (_parse_target(row[args.target_column]) for row in rows))
+            if math.isfinite(target)
+        ]
+        if len(pairs) < 2:
+            raise ValueError(f"column {args.target_column!r} has {len(pairs)} numeric values; a Spearman needs 2")
+        rho = float(spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic)
+        report(f"Spearman vs {args.target_column!r}: {rho:.4f} (n={len(pairs)})")
+    if args.output:
+        report(f"Wrote {args.output}")
+    return 0
+
+
+def _score_sequences(args, model, tokenizer, records: list[tuple[str, str]], report) -> int:
+    for record_id, sequence in records:
+        _residue_ids(tokenizer, sequence, f"record {record_id!r}")
+    sequences = [sequence for _, sequence in records]
+    progress = not args.no_progress
+    fieldnames = ["id", "length"]
+    columns: dict[str, list[float]] = {}
+    started = time.perf_counter()
+    if args.score in ("pseudo-log-likelihood", "both"):
+        totals = pseudo_log_likelihood(model, tokenizer, sequences, args.batch_size, progress)
+        columns["pseudo_log_likelihood"] = totals
+        columns["pseudo_log_likelihood_per_residue"] = [t / len(s) for t, s in zip(totals, sequences)]
+    if args.score in ("causal", "both"):
+        totals = causal_log_likelihood(model, tokenizer, sequences, args.batch_size, progress)
+        columns["causal_log_likelihood"] = totals
+        columns["causal_log_likelihood_per_token"] = [t / (len(s) + 1) for t, s in zip(totals, sequences)]
+    elapsed = time.perf_counter() - started
+    fieldnames += list(columns)
+    rows = [
+        {"id": record_id, "length": len(sequence), **{name: repr(values[n]) for name, values in columns.items()}}
+        for n, (record_id, sequence) in enumerate(records)
+    ]
+    _write_csv(args.output, fieldnames, rows)
+    report(f"Scored {len(records)} sequences ({args.score}) in {elapsed:.1f} s")
+    if args.output:
+        report(f"Wrote {args.output}")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """`plm score`: the arguments of `add_score_arguments`. Returns the exit status (2 for a usage or input error)."""
+
+    def report(message: str) -> None:
+        # With --output the CSV goes to the file and the summary to stdout; without it stdout is the CSV.
+        print(message, file=sys.stdout if args.output else sys.stderr)
+
+    try:
+        _check_score_usage(args)
+        if args.wild_type_fasta is not None:
+            _, wild_type = _read_wild_type(args.wild_type_fasta, args.wild_type_id)
+        else:
+            wild_type = args.sequence
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model = AutoModelForMaskedLM.from_pretrained(args.model).to(device).eval()
+        if args.mutations_csv is not None:
+            return _score_mutations_csv(args, model, tokenizer, wild_type.upper(), report)
+        if args.mutation is not None:
+            scores = score_variants(
+                model,
+                tokenizer,
+                wild_type,
+                args.mutation,
+                args.method,
+                args.offset,
+                args.batch_size,
+                not args.no_progress,
+            )
+            column = args.score_column or args.method.replace("-", "_")
+            _write_csv(
+                args.output,
+                ["mutation", column],
+                [{"mutation": m, column: repr(s)} for m, s in zip(args.mutation, scores)],
+            )
+            if args.output:
+                report(f"Wrote {args.output}")
+            return 0
+        if args.fasta is not None:
+            records = [(record.id, record.sequence) for record in read_fasta(args.fasta)]
+            if not records:
+                raise ValueError(f"{args.fasta} holds no sequences")
+        else:
+            records = [("sequence", args.sequence)]
+        return _score_sequences(args, model, tokenizer, records, report)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"plm score: error: {error}", file=sys.stderr)
+        return 2
