@@ -80,3 +80,4 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["out"].logits.shape == (2, 24, 34)
     assert namespace["span"].shape[1] > namespace["inputs"]["input_ids"].shape[1]
+    assert namespace["embeddings"][0]["residues"].shape == (22, namespace["config"].hidden_size)
