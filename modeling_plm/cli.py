@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  plm embed runs/demo/final proteins.fasta.gz embeddings/ --pooling mean max\n"
             "  plm generate runs/demo/final --infill 'MKTAYIAK<smask>SHFSRQ'\n"
             "  plm score runs/demo/final --sequence MKTAYIAKQR --mutation K2A\n"
+            "  plm export runs/demo/final exports/plm-demo --push my-name/plm-demo\n"
             "  plm convert esm2 ./esm2_t6_8M_UR50D ./esm2-8m-plm\n  plm convert to-esm2 ./esm2-8m-plm ./esm2-8m-back"
         ),
     )
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("generate", help="generate sequences or fill GLM spans (<smask>/<gmask>); writes FASTA")
     )
     add_score_arguments(commands.add_parser("score", help=SCORE_HELP))
+    from .export import EXPORT_HELP, add_export_arguments
+
+    add_export_arguments(commands.add_parser("export", help=EXPORT_HELP))
     return parser
 
 
@@ -98,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         from .pipelines.scoring import run_score
 
         return run_score(args)
+    elif args.command == "export":
+        from .export import run_export
+
+        return run_export(args)
     return 0
 
 
