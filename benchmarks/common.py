@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
+from modeling_plm.collators import STANDARD_AMINO_ACIDS
 from modeling_plm.data import find_data_dir, read_fasta
 
 RESULTS = Path(__file__).parent / "results"
 SWISSPROT_SAMPLE = "swissprot2014/sprot2014_sample50k_seed0.fasta.gz"
-STANDARD = set("ACDEFGHIKLMNPQRSTVWY")
+STANDARD = set(STANDARD_AMINO_ACIDS)
 
 
 def swissprot_sequences(count: int, max_length: int = 1022) -> list[str]:

@@ -48,12 +48,12 @@ from transformers import AutoModel, AutoTokenizer, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from ..data import read_fasta
+from ..tokenization_plm import INVALID_RESIDUE_POLICIES
 
 TASK = "protein-embedding"
 POOLING_METHODS = ("mean", "max", "bos")
 RETURN_TENSORS = ("np", "pt")
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-INVALID_RESIDUE_POLICIES = ("error", "X", "drop")
 
 MANIFEST_NAME = "manifest.jsonl"
 MANIFEST_FORMAT = "modeling_plm-embeddings"

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer, Pipeline, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from ..collators import STANDARD_AMINO_ACIDS
 from ..data import read_fasta
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
     "score_variants",
 ]
 
-STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 VARIANT_METHODS = ("masked-marginal", "wt-marginal", "pseudo-likelihood", "causal")
 SEQUENCE_SCORES = ("pseudo-log-likelihood", "causal")
 DEFAULT_BATCH_SIZE = 32
