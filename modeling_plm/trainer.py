@@ -337,6 +337,7 @@ class PhaseRunner:
         self.flops_exact = 0.0
         self.stop_requested = False
         self._valid_sequences: list[str] | None = None
+        self.initial_eval: dict[str, dict[str, float]] | None = None  # kept in checkpoints for the training record
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _policy(self) -> RecordPolicy:
@@ -402,6 +403,7 @@ class PhaseRunner:
             "micro_batch": self.micro_batch,
             "tokens": self.tokens,
             "flops_exact": self.flops_exact,
+            "initial_eval": self.initial_eval,
             "batcher": self.batcher.state_dict(),
         }
         (temporary / f"trainer_state_rank{self.rank}.json").write_text(json.dumps(state))
@@ -419,6 +421,7 @@ class PhaseRunner:
         state = json.loads((folder / f"trainer_state_rank{self.rank}.json").read_text())
         self.step, self.micro_batch = state["step"], state["micro_batch"]
         self.tokens, self.flops_exact = state["tokens"], state["flops_exact"]
+        self.initial_eval = state.get("initial_eval")
         self.batcher.load_state_dict(state["batcher"])
 
     # ---- evaluation -------------------------------------------------------------------------------------------
@@ -506,9 +509,10 @@ class PhaseRunner:
         last_good = resume_from
         n_params = non_embedding_parameters(self.model_config)
         if self.step == 0:
-            initial = self.evaluate(eval_objectives)
-            self._log_eval(initial, metrics_file)
-            record.setdefault("initial_eval", initial)
+            self.initial_eval = self.evaluate(eval_objectives)
+            self._log_eval(self.initial_eval, metrics_file)
+        if record.get("initial_eval") is None:  # the first phase's, also after a resume
+            record["initial_eval"] = self.initial_eval
         progress = tqdm(
             total=self.max_steps,
             initial=self.step,

@@ -184,6 +184,12 @@ def test_sigkill_then_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_pa
     actual = load_file(tmp_path / "interrupted" / "final" / "model.safetensors")
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    records = [
+        json.loads((tmp_path / run / "final" / "training_record.json").read_text())
+        for run in ("reference", "interrupted")
+    ]
+    assert records[1]["initial_eval"] == records[0]["initial_eval"] is not None  # kept across the kill
+    assert records[1]["tokens"] == records[0]["tokens"] and records[1]["flops"] == records[0]["flops"]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
