@@ -15,6 +15,7 @@ from transformers import (
 )
 
 from .configuration_plm import PLMConfig
+from .lora import default_lora_config
 from .modeling_plm import (
     PLMForCausalLM,
     PLMForMaskedLM,
@@ -57,4 +58,5 @@ __all__ = [
     "PLMTokenizerFast",
     "PRESETS",
     "config_from_preset",
+    "default_lora_config",
 ]
