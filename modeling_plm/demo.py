@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from .data import find_data_dir, read_fasta
-from .modeling_plm import pool_residues, residue_mask
+from .pipelines.embedding import embed_sequences
 from .pipelines.generation import generate_sequences, infill_sequences
 from .presets import config_from_preset
 from .tokenization_plm import PLMTokenizerFast
@@ -77,16 +77,14 @@ def run_demo(
         f"accuracy {accuracy:.3f}, perplexity {masked_perplexity:.2f} (uniform guessing: 0.05, 20-25)"
     )
 
-    # Embeddings: per-residue hidden states, and their mean over residues (special tokens excluded).
-    with torch.no_grad():
-        hidden = masked_lm.model(**batch).last_hidden_state
-    residues = residue_mask(
-        batch["input_ids"], batch["attention_mask"], masked_lm.config, hidden.shape[:2], hidden.device
+    # Embeddings through the embedding engine: per-residue states and their mean over residues.
+    embeddings = embed_sequences(
+        masked_lm, tokenizer, [r.sequence for r in records], pooling="mean", per_residue=True, return_tensors="pt"
     )
-    pooled = torch.nn.functional.normalize(pool_residues(hidden, residues, "mean"), dim=-1)
+    pooled = torch.nn.functional.normalize(torch.stack([e["mean"] for e in embeddings]), dim=-1)
     similarity = pooled @ pooled.T
     print(
-        f"Embeddings: per-residue {tuple(hidden[0][residues[0]].shape)} for {records[0].id}, "
+        f"Embeddings: per-residue {tuple(embeddings[0]['residues'].shape)} for {records[0].id}, "
         f"pooled {tuple(pooled.shape)}; cosine similarity of the first three:"
     )
     for row, record in zip(similarity[:3], records[:3]):

@@ -14,6 +14,7 @@ checkpoint state (`save_state` / `load_state`) and trackers. What it adds:
 """
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -190,7 +191,7 @@ def batch_sequence_lengths(batch: dict[str, torch.Tensor], pad_token_id: int) ->
     real = batch["input_ids"] != pad_token_id
     if "attention_mask" in batch:
         real &= batch["attention_mask"].bool()
-        sequence_ids = torch.zeros_like(batch["input_ids"]) + torch.arange(len(real))[:, None] * real.shape[1]
+        sequence_ids = torch.arange(len(real))[:, None].expand_as(real)  # one sequence per row
     else:  # packed rows: a sequence starts where its position restarts at 0 (outside GLM spans)
         starts = batch["position_ids"] == 0
         if "block_position_ids" in batch:
@@ -482,7 +483,7 @@ class PhaseRunner:
             batch = self._to_device(batch)
             labels = batch.pop("labels")
             is_last = index == len(micro_batches) - 1
-            context = self.accelerator.no_sync(self.model) if not is_last else _nullcontext()
+            context = self.accelerator.no_sync(self.model) if not is_last else contextlib.nullcontext()
             with context, self.accelerator.autocast():
                 logits = self.model(**batch, attention_type=attention).logits
                 loss, _ = objective_loss(logits, labels, self.objective)
@@ -607,14 +608,6 @@ class PhaseRunner:
         self.accelerator.print(
             f"step {self.step}: " + ", ".join(f"valid {k} loss {v['loss']:.4f}" for k, v in results.items())
         )
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *args):
-        return False
 
 
 def _flat_config(config: PretrainConfig) -> dict[str, Any]:
