@@ -14,45 +14,13 @@ import time
 from pathlib import Path
 
 import torch
-from common import report, swissprot_sequences
-from transformers import EsmConfig, EsmForMaskedLM, EsmModel, EsmTokenizer
+from common import ESM_SHAPES, esm_twin_folders, report, swissprot_sequences
+from transformers import EsmModel, EsmTokenizer
 
 import modeling_plm  # noqa: F401  (registers the Auto classes)
-from modeling_plm.convert import convert_esm2
 from modeling_plm.modeling_plm import PLMModel
 from modeling_plm.pipelines.embedding import embed_sequences
 from modeling_plm.tokenization_plm import PLMTokenizerFast
-
-ESM_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
-SHAPES = {"esm2_8m": (6, 320, 20), "esm2_35m": (12, 480, 20), "esm2_150m": (30, 640, 20)}
-
-
-def build_pair(shape: str, folder: Path) -> tuple[EsmModel, EsmTokenizer, PLMModel, PLMTokenizerFast]:
-    layers, hidden, heads = SHAPES[shape]
-    config = EsmConfig(
-        vocab_size=33,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        position_embedding_type="rotary",
-        token_dropout=True,
-        mask_token_id=32,
-        pad_token_id=1,
-        max_position_embeddings=1026,
-        emb_layer_norm_before=False,
-        layer_norm_eps=1e-5,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        hidden_act="gelu",
-    )
-    torch.manual_seed(0)
-    EsmForMaskedLM(config).save_pretrained(folder / "esm")
-    (folder / "esm" / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
-    convert_esm2(folder / "esm", folder / "plm")
-    esm = EsmModel.from_pretrained(folder / "esm", add_pooling_layer=False, attn_implementation="sdpa").eval()
-    ours = PLMModel.from_pretrained(folder / "plm", attn_implementation="sdpa").eval()
-    return esm, EsmTokenizer(str(folder / "esm" / "vocab.txt")), ours, PLMTokenizerFast.from_pretrained(folder / "plm")
 
 
 @torch.no_grad()
@@ -72,7 +40,7 @@ def embed_with_esm(model: EsmModel, tokenizer: EsmTokenizer, sequences: list[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default="esm2_8m", choices=SHAPES)
+    parser.add_argument("--shape", default="esm2_8m", choices=ESM_SHAPES)
     parser.add_argument("--sequences", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=16, help="the peer's batch size")
     parser.add_argument("--token-budget", type=int, default=16384, help="our padded tokens per batch")
@@ -82,7 +50,11 @@ def main() -> None:
     sequences = swissprot_sequences(args.sequences)
     residues = sum(map(len, sequences))
     with tempfile.TemporaryDirectory() as tmp:
-        esm, esm_tokenizer, ours, tokenizer = build_pair(args.shape, Path(tmp))
+        esm_folder, plm_folder = esm_twin_folders(args.shape, Path(tmp))
+        esm = EsmModel.from_pretrained(esm_folder, add_pooling_layer=False, attn_implementation="sdpa").eval()
+        esm_tokenizer = EsmTokenizer(str(esm_folder / "vocab.txt"))
+        ours = PLMModel.from_pretrained(plm_folder, attn_implementation="sdpa").eval()
+        tokenizer = PLMTokenizerFast.from_pretrained(plm_folder)
     warmup = sequences[:32]
     embed_with_esm(esm, esm_tokenizer, warmup, args.batch_size)
     embed_sequences(ours, tokenizer, warmup, pooling="mean", token_budget=args.token_budget, return_tensors="pt")

@@ -8,13 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from transformers import EsmConfig, EsmForMaskedLM
 
 from modeling_plm.collators import STANDARD_AMINO_ACIDS
+from modeling_plm.convert import convert_esm2
 from modeling_plm.data import find_data_dir, read_fasta
 
 RESULTS = Path(__file__).parent / "results"
 SWISSPROT_SAMPLE = "swissprot2014/sprot2014_sample50k_seed0.fasta.gz"
 STANDARD = set(STANDARD_AMINO_ACIDS)
+ESM_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
+ESM_SHAPES = {"esm2_8m": (6, 320, 20), "esm2_35m": (12, 480, 20), "esm2_150m": (30, 640, 20)}
 
 
 def swissprot_sequences(count: int, max_length: int = 1022) -> list[str]:
@@ -26,6 +30,34 @@ def swissprot_sequences(count: int, max_length: int = 1022) -> list[str]:
     records = read_fasta(data_dir / SWISSPROT_SAMPLE)
     keep = (r.sequence for r in records if len(r.sequence) <= max_length and set(r.sequence) <= STANDARD)
     return list(itertools.islice(keep, count))
+
+
+def esm_twin_folders(shape: str, folder: Path) -> tuple[Path, Path]:
+    """A random transformers `EsmForMaskedLM` of an ESM-2 shape saved in `folder/esm` (with its vocab.txt), and the
+    same weights converted to modeling_plm in `folder/plm`: the peer and our model, bit-identical in maths."""
+    layers, hidden, heads = ESM_SHAPES[shape]
+    config = EsmConfig(
+        vocab_size=33,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        position_embedding_type="rotary",
+        token_dropout=True,
+        mask_token_id=32,
+        pad_token_id=1,
+        max_position_embeddings=1026,
+        emb_layer_norm_before=False,
+        layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        hidden_act="gelu",
+    )
+    torch.manual_seed(0)
+    EsmForMaskedLM(config).save_pretrained(folder / "esm")
+    (folder / "esm" / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
+    convert_esm2(folder / "esm", folder / "plm")
+    return folder / "esm", folder / "plm"
 
 
 def best_time(function: Callable[[], object], repeats: int = 3) -> float:

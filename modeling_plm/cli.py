@@ -22,6 +22,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     # `plm pretrain` hands its arguments to the trainer's own parser (`plm pretrain --help` lists them).
     commands.add_parser("pretrain", help="pretrain a model with accelerate (see: plm pretrain --help)", add_help=False)
+    # Likewise `plm finetune` and `plm scaling` have their own parsers.
+    commands.add_parser(
+        "finetune",
+        help="fine-tune (LoRA or full) for sequence or per-residue tasks (see: plm finetune --help)",
+        add_help=False,
+    )
+    commands.add_parser(
+        "scaling",
+        help="compute-optimal planning, scaling-law fits and sweeps (see: plm scaling --help)",
+        add_help=False,
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -80,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         from .trainer import main as pretrain_main
 
         return pretrain_main(argv[1:])
+    if argv and argv[0] == "finetune":
+        from .finetune import main as finetune_main
+
+        return finetune_main(argv[1:])
+    if argv and argv[0] == "scaling":
+        from .scaling.cli import main as scaling_main
+
+        return scaling_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo

@@ -38,6 +38,7 @@ from transformers import (
 
 from . import __version__
 from .modeling_plm import AUTO_MAP
+from .scaling.plan import PUBLISHED_LAWS, place_on_law
 
 # model_cards/ ships inside the wheel as the package modeling_plm.model_cards (a pyproject package-dir mapping).
 TEMPLATE_PATH = Path(str(importlib.resources.files("modeling_plm.model_cards").joinpath("template.md")))
@@ -69,9 +70,6 @@ EVAL_TASK_OF_OBJECTIVE = {
     "clm": ("text-generation", "Text Generation"),
     "glm": ("fill-mask", "Fill-Mask"),
 }
-# Published compute-optimal allocation exponents (Cheng et al. 2024, "Training Compute-Optimal Protein Language
-# Models"): N_opt ∝ C^a, D_opt ∝ C^b. Their coefficients are not reproduced here.
-CHENG_2024_EXPONENTS = {"clm": ("0.578", "0.422"), "mlm": ("0.776", "0.230")}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Sampling defaults written to generation_config.json (ProGen2-style nucleus sampling); users override per call.
 SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 1.0, "top_p": 0.95}
@@ -346,11 +344,24 @@ def compute_context(config: Any, record: dict[str, Any] | None) -> dict[str, Any
         return None
     n, d = record["non_embedding_parameters"], record["tokens"]
     objectives = sorted({phase["objective"] for phase in record["phases"]})
-    laws = [
-        {"objective": name.upper(), "n_exponent": a, "d_exponent": b}
-        for name, (a, b) in CHENG_2024_EXPONENTS.items()
-        if name in objectives or "glm" in objectives
-    ]
+    # The published laws of `plm scaling` (modeling_plm.scaling.plan.PUBLISHED_LAWS), evaluated at this model's C.
+    laws = []
+    for name, law in PUBLISHED_LAWS.items():
+        if name in objectives or "glm" in objectives:
+            placed = place_on_law(n, d, name)
+            laws.append(
+                {
+                    "objective": name.upper(),
+                    "n_exponent": f"{law.n_opt.exponent:.3f}",
+                    "d_exponent": f"{law.d_opt.exponent:.3f}",
+                    "n_coefficient": f"{law.n_opt.coefficient:.3g}",
+                    "d_coefficient": f"{law.d_opt.coefficient:.3g}",
+                    "n_opt": _int(placed["n_opt"]),
+                    "d_opt": _int(placed["d_opt"]),
+                    "n_ratio": f"{placed['n_ratio']:.3g}",
+                    "d_ratio": f"{placed['d_ratio']:.3g}",
+                }
+            )
     return {
         "flops_6nd": _flops(record["flops_6nd"]),
         "flops": _flops(record["flops"]),

@@ -153,6 +153,58 @@ def eager_attention_forward(
     return output, weights
 
 
+def packed_sequence_segments(
+    sequence_ids: torch.Tensor, block_position_ids: torch.Tensor | None, attention_type: str
+) -> list[tuple[list[int], list[torch.Tensor | None]]]:
+    """For each packed row, the lengths of its sequences and their masks: None for bidirectional and causal
+    attention, and for GLM each sequence's own prefix-LM mask (every token sees the context, spans are causal)."""
+    segments = []
+    for row, row_ids in enumerate(sequence_ids):
+        lengths = torch.unique_consecutive(row_ids, return_counts=True)[1].tolist()
+        masks: list[torch.Tensor | None] = [None] * len(lengths)
+        if attention_type == "glm":
+            for index, is_context in enumerate((block_position_ids[row] == 0).split(lengths)):
+                causal = torch.ones(len(is_context), len(is_context), dtype=torch.bool, device=row_ids.device).tril()
+                masks[index] = causal | is_context[None, :]
+        segments.append((lengths, masks))
+    return segments
+
+
+def packed_sdpa_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    is_causal: bool = False,
+    segments: list[tuple[list[int], list[torch.Tensor | None]]] | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """SDPA over packed rows, one sequence at a time: the work grows with the sum of squared sequence lengths instead
+    of the squared row length that a block-diagonal mask costs, and no kernel sees a mask where none is needed.
+    (unbind and split, not slicing: their backward writes each gradient once instead of zero-filling per slice.)"""
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    rows = []
+    for q_row, k_row, v_row, (lengths, masks) in zip(query.unbind(0), key.unbind(0), value.unbind(0), segments):
+        pieces = [
+            nn.functional.scaled_dot_product_attention(  # 4-D inputs: 3-D ones miss the fused CPU kernel
+                q[None],
+                k[None],
+                v[None],
+                attn_mask=mask,
+                dropout_p=dropout,
+                is_causal=is_causal and mask is None,
+                scale=scaling,
+            )
+            for q, k, v, mask in zip(q_row.split(lengths, 1), k_row.split(lengths, 1), v_row.split(lengths, 1), masks)
+        ]
+        rows.append(torch.cat(pieces, dim=2))
+    return torch.cat(rows).transpose(1, 2).contiguous(), None
+
+
 def get_attention_function(attn_implementation: str) -> Callable:
     """The kernel for a backend name. An unknown or unregistered backend raises: we never fall back silently."""
     if attn_implementation != "eager" and attn_implementation not in ALL_ATTENTION_FUNCTIONS:
@@ -507,22 +559,28 @@ class PLMModel(PLMPreTrainedModel):
         # output_attentions is served by eager attention for this call, whatever the configured backend.
         attn_implementation = "eager" if output_attentions else self.config._attn_implementation
         attention_function = get_attention_function(attn_implementation)
-        mask = self._build_attention_mask(
-            attn_implementation,
-            hidden_states,
-            attention_mask,
-            past_key_values,
-            attention_type,
-            sequence_ids,
-            block_position_ids,
-            past_length,
-        )
+        attention_kwargs = {}
+        if attn_implementation == "sdpa" and sequence_ids is not None:
+            # Packed rows on SDPA: attend within each sequence rather than over the row with a block mask.
+            attention_function = packed_sdpa_attention_forward
+            attention_kwargs["segments"] = packed_sequence_segments(sequence_ids, block_position_ids, attention_type)
+            mask = None
+        else:
+            mask = self._build_attention_mask(
+                attn_implementation,
+                hidden_states,
+                attention_mask,
+                past_key_values,
+                attention_type,
+                sequence_ids,
+                block_position_ids,
+                past_length,
+            )
+        if attn_implementation.startswith("flash_attention"):
+            attention_kwargs["position_ids"] = position_ids  # varlen kernels find packed sequences from positions
         position_embeddings = None
         if self.rotary_emb is not None:
             position_embeddings = self.rotary_emb(hidden_states, position_ids, block_position_ids)
-        attention_kwargs = {}
-        if attn_implementation.startswith("flash_attention"):
-            attention_kwargs["position_ids"] = position_ids  # varlen kernels find packed sequences from positions
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None

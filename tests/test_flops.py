@@ -60,3 +60,51 @@ def test_six_n_d_approaches_the_exact_count_for_long_context_free_models():
     exact = training_flops(config, [64] * 8, "bidirectional")
     approx = flops_6nd(config, 64 * 8)
     assert 1.0 < exact / approx < 1.05
+
+
+def test_trainer_logs_the_same_flops_as_the_counter(tmp_path):
+    """A short real pretrain on sequences of one length: every logged row's flops_6nd and exact flops equal the
+    counter's values for the steps taken, and the training record's totals equal the last row."""
+    import json
+    import random
+
+    from modeling_plm.presets import config_from_preset
+    from modeling_plm.trainer import PretrainConfig, pretrain
+
+    rng = random.Random(0)
+    length, batch, steps = 30, 4, 6
+    fasta = tmp_path / "fixed.fasta"
+    fasta.write_text(
+        "".join(f">s{i}\n{''.join(rng.choice('ACDEFGHIKLMNPQRSTVWY') for _ in range(length))}\n" for i in range(200))
+    )
+    config = PretrainConfig(
+        preset="tiny",
+        train_file=[str(fasta)],
+        valid_fraction=0.05,
+        valid_sequences=8,
+        crop_length=64,
+        batch_size=batch,
+        max_steps=steps,
+        log_steps=2,
+        eval_steps=steps,
+        save_steps=steps,
+        output_dir=str(tmp_path / "run"),
+        report_to="none",
+        shuffle_buffer=50,
+    )
+    final = pretrain(config)
+    model_config = config_from_preset("tiny")
+    per_step_tokens = batch * (length + 2)  # <bos> residues <eos>, no padding: every sequence has one length
+    per_step_exact = training_flops(model_config, [length + 2] * batch, "bidirectional")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [row for row in rows if "flops" in row]
+    assert [row["step"] for row in train_rows] == [2, 4, 6]
+    for row in train_rows:
+        assert row["tokens"] == row["step"] * per_step_tokens
+        assert row["non_embedding_parameters"] == non_embedding_parameters(model_config)
+        assert row["flops_6nd"] == pytest.approx(flops_6nd(model_config, row["tokens"]), rel=1e-12)
+        assert row["flops"] == pytest.approx(row["step"] * per_step_exact, rel=1e-12)
+    record = json.loads((final / "training_record.json").read_text())
+    assert record["tokens"] == train_rows[-1]["tokens"]
+    assert record["flops"] == pytest.approx(train_rows[-1]["flops"], rel=1e-12)
+    assert record["flops_6nd"] == pytest.approx(6 * record["non_embedding_parameters"] * record["tokens"], rel=1e-12)

@@ -209,6 +209,29 @@ def glm_example(tokenizer, context: str, span: str):
     return input_ids, position_ids, block_position_ids, len(context_ids)
 
 
+@pytest.mark.parametrize("objective", ["mlm", "clm", "glm"])
+def test_packed_sdpa_runs_per_sequence_and_equals_eager_block_mask(objective, tokenizer, swissprot_sequences):
+    """SDPA on packed rows attends one sequence at a time (no mask is built); eager uses the block-diagonal mask.
+    Several rows, filler at the end of each, GLM spans and grouped-query attention: all equal."""
+    from modeling_plm.collators import build_collator
+    from modeling_plm.modeling_plm import find_packed_sequence_ids, packed_sequence_segments
+
+    batch = build_collator(objective, tokenizer, pack_length=160)(swissprot_sequences[:12], seed=0)
+    batch.pop("labels")
+    assert len(batch["input_ids"]) > 1
+    attention_type = {"mlm": "bidirectional", "clm": "causal", "glm": "glm"}[objective]
+    sequence_ids = find_packed_sequence_ids(batch["position_ids"], batch.get("block_position_ids"))
+    segments = packed_sequence_segments(sequence_ids, batch.get("block_position_ids"), attention_type)
+    assert [sum(lengths) for lengths, _ in segments] == [160] * len(batch["input_ids"])
+    assert all(len(lengths) > 1 for lengths, _ in segments)
+    eager = make_model(PLMForMaskedLM, "xtrimopglm", "eager")
+    sdpa = make_model(PLMForMaskedLM, "xtrimopglm", "sdpa")
+    sdpa.load_state_dict(eager.state_dict())
+    expected = run(eager, **batch, attention_type=attention_type).logits
+    actual = run(sdpa, **batch, attention_type=attention_type).logits
+    torch.testing.assert_close(actual, expected, atol=TOL, rtol=0)
+
+
 @pytest.mark.parametrize("config_name", ["xtrimopglm", "modern"])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_glm_spans_are_causal_and_see_the_whole_context(config_name, attn_implementation, tokenizer, sequences):

