@@ -23,7 +23,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -61,9 +61,9 @@ class PLMRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # Normalised in float32 by torch's fused kernel, scaled after the cast back (as Llama does).
         input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.float()
-        hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.eps)
+        hidden_states = nn.functional.rms_norm(hidden_states.float(), self.weight.shape, eps=self.eps)
         return self.weight * hidden_states.to(input_dtype)
 
 
@@ -271,6 +271,52 @@ class PLMAttention(nn.Module):
         return self.o_proj(output), weights
 
 
+class PLMCacheLayer(DynamicLayer):
+    """A `DynamicLayer` that writes new keys and values into spare capacity instead of concatenating: decoding
+    copies each token once, not the whole cache at every step. `keys`/`values` are views of the filled part, so
+    everything else (cropping, beam reordering, batch selection) works as in `DynamicLayer`: when another method
+    replaces them, the next update starts a new buffer from them."""
+
+    min_capacity = 256
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.key_buffer = self.value_buffer = None
+        new = key_states.shape[-2]
+        length = self.get_seq_length()
+        buffer_is_current = (
+            self.key_buffer is not None
+            and self.keys.data_ptr() == self.key_buffer.data_ptr()
+            and self.keys.shape[:2] == self.key_buffer.shape[:2]
+        )
+        if not buffer_is_current or length + new > self.key_buffer.shape[-2]:
+            capacity = max(self.min_capacity, 2 * (length + new))
+            batch, heads, _, head_dim = key_states.shape
+            self.key_buffer = key_states.new_empty(batch, heads, capacity, head_dim)
+            self.value_buffer = value_states.new_empty(batch, heads, capacity, head_dim)
+            if length:
+                self.key_buffer[:, :, :length] = self.keys
+                self.value_buffer[:, :, :length] = self.values
+        self.key_buffer[:, :, length : length + new] = key_states
+        self.value_buffer[:, :, length : length + new] = value_states
+        self.keys = self.key_buffer[:, :, : length + new]
+        self.values = self.value_buffer[:, :, : length + new]
+        return self.keys, self.values
+
+    def reset(self) -> None:
+        self.key_buffer = self.value_buffer = None
+        super().reset()
+
+
+class PLMCache(DynamicCache):
+    """The default cache of PLM models: a `DynamicCache` made of `PLMCacheLayer`s."""
+
+    def __init__(self, num_layers: int):
+        super().__init__()
+        self.layers = [PLMCacheLayer() for _ in range(num_layers)]
+
+
 class PLMMLP(nn.Module):
     """`mlp`: down(act(up(x))). `glu`: down(act(gate(x)) * up(x)) -- GeGLU with gelu, SwiGLU with silu."""
 
@@ -302,8 +348,13 @@ class PLMLayer(GradientCheckpointingLayer):
         self.mlp = PLMMLP(config)
         self.attention_norm = build_norm(config)
         self.mlp_norm = build_norm(config)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.hidden_dropout = config.hidden_dropout
         self.deepnorm_alpha = config.deepnorm_alpha if config.norm_scheme == "deepnorm" else None
+
+    def dropout(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.hidden_dropout == 0.0:  # skipped outright: decoding pays per call
+            return hidden_states
+        return nn.functional.dropout(hidden_states, self.hidden_dropout, training=True)
 
     def forward(self, hidden_states: torch.Tensor, **attention_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.deepnorm_alpha is None:
@@ -522,7 +573,7 @@ class PLMModel(PLMPreTrainedModel):
         if use_cache is None:
             use_cache = self.config.use_cache and attention_type != "bidirectional" and not self.training
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+            past_key_values = PLMCache(self.config.num_hidden_layers)
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         batch_size, seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         device = (input_ids if input_ids is not None else inputs_embeds).device
@@ -855,6 +906,14 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        # generate()'s default dynamic cache becomes PLMCache: the same contents, without the per-step copies.
+        wants_dynamic = generation_config.cache_implementation in (None, "dynamic")
+        if model_kwargs.get("past_key_values") is None and generation_config.use_cache and wants_dynamic:
+            model_kwargs["past_key_values"] = PLMCache(self.config.num_hidden_layers)
+            return
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, block_position_ids=None, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)

@@ -521,3 +521,33 @@ def test_token_classification_loss_ignores_special_tokens(tokenizer, sequences):
     out = model(**batch, labels=labels)
     expected = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
     torch.testing.assert_close(out.loss, expected)
+
+
+def test_cache_layer_equals_dynamic_layer_through_growth_crop_and_reorder():
+    """PLMCacheLayer (in-place writes into spare capacity) holds exactly what transformers' DynamicLayer holds."""
+    from transformers.cache_utils import DynamicLayer
+
+    from modeling_plm.modeling_plm import PLMCacheLayer
+
+    ours, reference = PLMCacheLayer(), DynamicLayer()
+    ours.min_capacity = 4  # force several regrowths
+    generator = torch.Generator().manual_seed(0)
+
+    def update(new_tokens: int, batch: int = 3) -> None:
+        key, value = (torch.randn(batch, 2, new_tokens, 8, generator=generator) for _ in range(2))
+        got, expected = ours.update(key, value), reference.update(key, value)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+    for new_tokens in (3, 1, 1, 5, 1, 9, 1):
+        update(new_tokens)
+    assert ours.get_seq_length() == reference.get_seq_length() == 21
+    for layer in (ours, reference):
+        layer.crop(-4)
+    update(2)
+    for layer in (ours, reference):
+        layer.reorder_cache(torch.tensor([2, 0, 1]))
+    update(1)
+    for layer in (ours, reference):
+        layer.batch_select_indices(torch.tensor([0, 2]))
+    update(3, batch=2)
+    assert torch.equal(ours.keys, reference.keys) and torch.equal(ours.values, reference.values)
