@@ -445,7 +445,8 @@ class PhaseRunner:
             count = torch.zeros((), device=self.accelerator.device, dtype=torch.float64)
             for start in range(0, len(sequences), self.config.eval_batch_size):
                 chunk = sequences[start : start + self.config.eval_batch_size]
-                batch = self._to_device(collator(chunk, derived_seed(self.config.seed, "eval", objective, start)))
+                # The masks do not depend on the run's seed: runs that differ in seed are scored on the same task.
+                batch = self._to_device(collator(chunk, derived_seed("eval", objective, start)))
                 labels = batch.pop("labels")
                 with self.accelerator.autocast():
                     logits = self.model(**batch, attention_type=ATTENTION_OF_OBJECTIVE[objective]).logits
@@ -505,6 +506,7 @@ class PhaseRunner:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
             accelerator.print(f"Resumed {self.objective} from {resume_from} (step {self.step})")
+        self._drop_metrics_to_be_rewritten(metrics_file)
         if config.report_to != "none":
             accelerator.init_trackers(self.output_dir.name, config=_flat_config(config))
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -524,6 +526,7 @@ class PhaseRunner:
             dynamic_ncols=True,
         )
         window_start, window_tokens = time.perf_counter(), 0
+        last_eval = None
         try:
             while self.step < self.max_steps:
                 loss, tokens, flops = self.train_step()
@@ -561,7 +564,8 @@ class PhaseRunner:
                     progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
                     window_start, window_tokens = time.perf_counter(), 0
                 if self.step % config.eval_steps == 0 or self.step == self.max_steps:
-                    self._log_eval(self.evaluate(eval_objectives), metrics_file)
+                    last_eval = self.evaluate(eval_objectives)
+                    self._log_eval(last_eval, metrics_file)
                 if stats[3].item() > 0:
                     saved = self.save_checkpoint()
                     accelerator.print(f"SIGTERM: saved {saved}; resume with --resume")
@@ -573,7 +577,7 @@ class PhaseRunner:
             signal.signal(signal.SIGTERM, previous_handler)
             if config.report_to != "none":
                 accelerator.end_training()
-        return self.evaluate(eval_objectives)
+        return last_eval if last_eval is not None else self.evaluate(eval_objectives)
 
     def _resume_point(self) -> Path | None:
         resume = self.config.resume
@@ -590,6 +594,22 @@ class PhaseRunner:
         if not (path / f"trainer_state_rank{self.rank}.json").exists():
             raise FileNotFoundError(f"{path} is not a complete checkpoint of this run")
         return path
+
+    def _drop_metrics_to_be_rewritten(self, metrics_file: Path) -> None:
+        """Rows this phase logged after the checkpoint it resumes from (or all of them, when it starts afresh) are
+        about to be logged again: drop them, so that the file holds each step once."""
+        if not self.accelerator.is_main_process or not metrics_file.exists():
+            return
+
+        def rewritten(row: dict[str, Any]) -> bool:
+            return row.get("objective") == self.objective and (row["step"] > self.step or self.step == 0)
+
+        lines = metrics_file.read_text().splitlines()
+        keep = [line for line in lines if not rewritten(json.loads(line))]
+        if len(keep) != len(lines):
+            temporary = metrics_file.with_suffix(".tmp")
+            temporary.write_text("".join(line + "\n" for line in keep))
+            os.replace(temporary, metrics_file)
 
     def _on_sigterm(self, signum, frame) -> None:
         self.stop_requested = True  # acted on after the current step, on every rank together
