@@ -28,7 +28,7 @@ def embed_with_esm(model: EsmModel, tokenizer: EsmTokenizer, sequences: list[str
     """The usual loop: batches in input order, padded, mean over residues (special tokens and padding excluded)."""
     pooled = []
     for start in range(0, len(sequences), batch_size):
-        batch = tokenizer(sequences[start : start + batch_size], padding=True, return_tensors="pt")
+        batch = tokenizer(sequences[start : start + batch_size], padding=True, return_tensors="pt").to(model.device)
         hidden = model(**batch).last_hidden_state
         residues = batch["attention_mask"].clone()
         residues[:, 0] = 0
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="the peer's batch size")
     parser.add_argument("--token-budget", type=int, default=16384, help="our padded tokens per batch")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both engines)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sequences = swissprot_sequences(args.sequences)
@@ -55,6 +56,8 @@ def main() -> None:
         esm_tokenizer = EsmTokenizer(str(esm_folder / "vocab.txt"))
         ours = PLMModel.from_pretrained(plm_folder, attn_implementation="sdpa").eval()
         tokenizer = PLMTokenizerFast.from_pretrained(plm_folder)
+    esm.to(args.device)
+    ours.to(args.device)
     warmup = sequences[:32]
     embed_with_esm(esm, esm_tokenizer, warmup, args.batch_size)
     embed_sequences(ours, tokenizer, warmup, pooling="mean", token_budget=args.token_budget, return_tensors="pt")
@@ -68,6 +71,7 @@ def main() -> None:
     )
     our_seconds = time.perf_counter() - start
     our_embeddings = torch.stack([r["mean"] for r in results])
+    peer_embeddings = peer_embeddings.cpu()
 
     rows = [
         {

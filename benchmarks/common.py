@@ -18,7 +18,12 @@ RESULTS = Path(__file__).parent / "results"
 SWISSPROT_SAMPLE = "swissprot2014/sprot2014_sample50k_seed0.fasta.gz"
 STANDARD = set(STANDARD_AMINO_ACIDS)
 ESM_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
-ESM_SHAPES = {"esm2_8m": (6, 320, 20), "esm2_35m": (12, 480, 20), "esm2_150m": (30, 640, 20)}
+ESM_SHAPES = {
+    "esm2_8m": (6, 320, 20),
+    "esm2_35m": (12, 480, 20),
+    "esm2_150m": (30, 640, 20),
+    "esm2_650m": (33, 1280, 20),
+}
 
 
 def swissprot_sequences(count: int, max_length: int = 1022) -> list[str]:
