@@ -19,6 +19,16 @@ def batch(swissprot_sequences):
     return PLMTokenizerFast()(swissprot_sequences[:6], padding=True, return_tensors="pt")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(_deterministic):  # requested, so it runs after conftest sets 2 threads
+    """One torch thread: the models are tiny, and on a shared, loaded 2-core machine two threads make every small
+    matmul wait for a busy core (measured 10-50x slower for the same work)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("targets", ["attention", "all-linear"])
 def test_only_adapters_and_the_head_are_trainable(targets):
     model = PLMForSequenceClassification(config_from_preset("tiny", num_labels=3))
@@ -33,13 +43,27 @@ def test_only_adapters_and_the_head_are_trainable(targets):
     assert adapted == expected
 
 
-def test_adapter_round_trip_and_merge_are_exact(tmp_path, batch):
+@pytest.mark.parametrize(
+    "task, cls, num_labels",
+    [
+        ("sequence-regression", PLMForSequenceClassification, 1),
+        ("sequence-classification", PLMForSequenceClassification, 3),
+        ("token-classification", PLMForTokenClassification, 3),
+    ],
+)
+def test_adapter_round_trip_and_merge_are_exact(tmp_path, batch, task, cls, num_labels):
     torch.manual_seed(0)
-    model = PLMForSequenceClassification(config_from_preset("tiny", num_labels=1))
+    model = cls(config_from_preset("tiny", num_labels=num_labels))
     model.save_pretrained(tmp_path / "base")
-    lora = get_peft_model(model, default_lora_config("sequence-regression", dropout=0.0))
+    lora = get_peft_model(model, default_lora_config(task, dropout=0.0))
     optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
-    targets = torch.linspace(-1, 1, len(batch["input_ids"]))
+    rows = len(batch["input_ids"])
+    if task == "sequence-regression":
+        targets = torch.linspace(-1, 1, rows)
+    elif task == "sequence-classification":
+        targets = torch.arange(rows) % num_labels
+    else:  # per residue, -100 at padding
+        targets = (batch["input_ids"] % num_labels).masked_fill(batch["attention_mask"] == 0, -100)
     losses = []
     for _ in range(8):  # a few steps, so the adapter and head differ from their initialisation
         loss = lora(**batch, labels=targets).loss
@@ -53,25 +77,36 @@ def test_adapter_round_trip_and_merge_are_exact(tmp_path, batch):
         expected = lora(**batch).logits
     lora.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
-    base = PLMForSequenceClassification.from_pretrained(tmp_path / "base")
+    base = cls.from_pretrained(tmp_path / "base")
     reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
     with torch.no_grad():
         assert torch.equal(reloaded(**batch).logits, expected)  # adapter and head both restored
         merged = reloaded.merge_and_unload()
         torch.testing.assert_close(merged(**batch).logits, expected, atol=1e-5, rtol=0)
-    assert type(merged) is PLMForSequenceClassification
+    assert type(merged) is cls
 
 
 @pytest.mark.parametrize(
-    "task, cls", [("token-classification", PLMForTokenClassification), ("causal-lm", PLMForCausalLM)]
+    "task, cls",
+    [
+        ("sequence-regression", PLMForSequenceClassification),
+        ("sequence-classification", PLMForSequenceClassification),
+        ("token-classification", PLMForTokenClassification),
+        ("causal-lm", PLMForCausalLM),
+    ],
 )
 def test_every_task_accepts_peft_kwargs(task, cls, batch):
-    config = config_from_preset("tiny", num_labels=3)
+    config = config_from_preset("tiny", num_labels=1 if task == "sequence-regression" else 3)
     lora = get_peft_model(cls(config), default_lora_config(task))
-    labels = batch["input_ids"]
-    if task == "token-classification":
-        labels = torch.randint(0, 3, labels.shape)
-    labels = labels.masked_fill(batch["attention_mask"] == 0, -100)
+    rows = len(batch["input_ids"])
+    labels = {
+        "sequence-regression": torch.randn(rows),
+        "sequence-classification": torch.arange(rows) % 3,
+        "token-classification": torch.randint(0, 3, batch["input_ids"].shape),
+        "causal-lm": batch["input_ids"],
+    }[task]
+    if labels.dim() == 2:
+        labels = labels.masked_fill(batch["attention_mask"] == 0, -100)
     embeddings = lora.get_input_embeddings()(batch["input_ids"])
     out = lora(
         inputs_embeds=embeddings,
@@ -84,6 +119,9 @@ def test_every_task_accepts_peft_kwargs(task, cls, batch):
     assert out.loss is not None and len(out.hidden_states) == config.num_hidden_layers + 1
     assert all(a is not None for a in out.attentions)
     out.loss.backward()
+    assert all(p.grad is not None for name, p in lora.named_parameters() if "lora_A" in name)
+    as_tuple = lora(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.is_tensor(as_tuple[0])
 
 
 def test_bad_task_is_refused():

@@ -1,0 +1,361 @@
+"""Fine-tuning end to end on real FLIP rows with a tiny fresh model: LoRA and full, sequence regression and
+classification, per-residue classification with a mask; exact reload; transformers' Trainer; clear errors on bad
+input."""
+
+import csv
+import gzip
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
+
+from modeling_plm import PLMForMaskedLM, PLMForSequenceClassification, PLMTokenizerFast, config_from_preset
+from modeling_plm.finetune import (
+    FinetuneConfig,
+    build_model,
+    encode_examples,
+    evaluate,
+    finetune,
+    load_data,
+    load_finetune_config,
+    load_finetuned,
+    main,
+    predict,
+    read_record,
+    trainer_compute_metrics,
+)
+
+from .conftest import data_path
+
+REPO = Path(__file__).resolve().parents[1]
+GB1 = "flip/gb1/three_vs_rest.csv.gz"
+SS = "flip/secondary_structure/"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(_deterministic):  # requested, so it runs after conftest sets 2 threads
+    """One torch thread: the models are tiny, and on a shared, loaded 2-core machine two threads make every small
+    matmul wait for a busy core (measured 10-50x slower for the same work)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory) -> str:
+    """A fresh tiny masked LM saved like a pretrained checkpoint (no pretrained weights in tests)."""
+    folder = tmp_path_factory.mktemp("base")
+    torch.manual_seed(0)
+    PLMForMaskedLM(config_from_preset("tiny")).save_pretrained(folder)
+    PLMTokenizerFast().save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def gb1_rows() -> list[dict[str, str]]:
+    with gzip.open(data_path(GB1), "rt") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], fieldnames: list[str]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def ss_config(base_model: str, tmp_path: Path, **overrides) -> FinetuneConfig:
+    values = dict(
+        model=base_model,
+        task="token-classification",
+        train_file=str(data_path(SS + "sequences.fasta.gz")),
+        labels_fasta=str(data_path(SS + "sampled.fasta.gz")),
+        mask_fasta=str(data_path(SS + "mask.fasta.gz")),
+        split_column="SET",
+        validation_column="VALIDATION",
+        max_train_samples=64,
+        max_valid_samples=16,
+        max_test_samples=16,
+        max_length=128,
+        batch_size=8,
+        learning_rate=5e-3,
+        log_steps=4,
+        output_dir=str(tmp_path / "ss"),
+    )
+    values.update(overrides)
+    return FinetuneConfig(**values)
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "task, labels",
+    [("sequence-regression", None), ("sequence-classification", ["a", "b"]), ("token-classification", ["C", "E", "H"])],
+)
+def test_lora_trains_only_the_adapter_and_the_head(base_model, task, labels):
+    model = build_model(base_model, task, labels, method="lora")
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert any("lora_A" in name for name in trainable) and any("classifier" in name for name in trainable)
+    assert all("lora_" in name or "classifier.modules_to_save" in name for name in trainable)
+    assert model.config.num_labels == (1 if labels is None else len(labels))
+    full = build_model(base_model, task, labels, method="full")
+    assert all(p.requires_grad for p in full.parameters())
+
+
+def test_per_residue_lora_learns_on_real_secondary_structure_and_reloads_exactly(base_model, tmp_path):
+    output = finetune(ss_config(base_model, tmp_path, epochs=3))
+    metrics = read_metrics(output)
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert np.mean(losses[-3:]) < np.mean(losses[:2]) - 0.05  # the training loss goes down
+    record = read_record(output)
+    assert record["best_step"] > 0 and record["best_valid"]["accuracy"] > record["initial_valid"]["accuracy"]
+    assert record["model_kwargs"]["id2label"] == {"0": "C", "1": "E", "2": "H"}
+    # Masked residues are neither trained on nor scored: the metric counts exactly the mask's 1s.
+    assert record["test"]["count"] == record["data"]["scored_residues"]["test"] < record["data"]["residues"]["test"]
+    saved = load_file(output / "adapter_model.safetensors")
+    assert saved and all("lora_" in key or "classifier" in key for key in saved)
+
+    # The reloaded adapter reproduces the best validation metric, and merged equals unmerged.
+    config = ss_config(base_model, tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    data = load_data(config, tokenizer.valid_residues)
+    label2id = {name: i for i, name in enumerate(data.label_names)}
+    valid = encode_examples(tokenizer, data.valid, config.task, label2id)
+    model = load_finetuned(output)
+    assert isinstance(model, PeftModel)
+    metrics_again, predictions = evaluate(model, valid, config.task, tokenizer.pad_token_id, 3)
+    assert metrics_again["accuracy"] == record["best_valid"]["accuracy"]
+    merged = load_finetuned(output, merge=True)
+    assert not isinstance(merged, PeftModel)
+    _, merged_predictions = evaluate(merged, valid, config.task, tokenizer.pad_token_id, 3)
+    assert np.mean(merged_predictions == predictions) > 0.999  # float rounding may flip a near-tie
+    sequence = data.valid[0].sequence
+    states = predict(model, tokenizer, [sequence])[0]
+    assert len(states) == len(sequence) and set(states) <= {"C", "E", "H"}
+    # Longer than max_length: predicted chunk by chunk, as in training.
+    chunks = [sequence[start : start + 20] for start in range(0, len(sequence), 20)]
+    assert predict(model, tokenizer, [sequence], max_length=20)[0] == "".join(predict(model, tokenizer, chunks))
+
+
+def test_regression_head_saves_in_label_units(base_model, tmp_path, gb1_rows):
+    train = [r for r in gb1_rows if r["set"] == "train"][:96]
+    path = write_csv(tmp_path / "gb1.csv", train + [r for r in gb1_rows if r["set"] == "test"][:32], list(gb1_rows[0]))
+    config = FinetuneConfig(
+        model=base_model,
+        train_file=str(path),
+        split_column="set",
+        validation_column=None,
+        valid_fraction=0.25,
+        epochs=2,
+        batch_size=16,
+        output_dir=str(tmp_path / "gb1"),
+    )
+    output = finetune(config)
+    record = read_record(output)
+    assert record["data"]["sequences"] == {"train": 72, "valid": 24, "test": 32}
+    assert record["regression_target"]["std"] > 0.5  # trained on standardised targets ...
+    # ... but saved predicting in label units: the reloaded model reproduces the validation MSE measured in training.
+    valid = load_data(config, PLMTokenizerFast().valid_residues).valid
+    model, tokenizer = load_finetuned(output), AutoTokenizer.from_pretrained(output)
+    values = np.array(predict(model, tokenizer, [e.sequence for e in valid]))
+    mse = np.mean((values - np.array([e.label for e in valid])) ** 2)
+    assert mse == pytest.approx(record["best_valid"]["mse"], rel=1e-5)
+    assert record["best_valid"]["mse"] != pytest.approx(record["best_valid"]["loss"], rel=1e-3)  # the units differ
+
+
+def test_full_fine_tuning_of_a_classifier_from_fasta(base_model, tmp_path, gb1_rows):
+    # GB1 variants labelled fit/unfit, written as FASTA with the label and split in the header.
+    rows = [r for r in gb1_rows if r["set"] == "train"][:60] + [r for r in gb1_rows if r["set"] == "test"][:20]
+    fasta = tmp_path / "gb1.fasta"
+    fasta.write_text(
+        "".join(
+            f">v{i} FIT={'yes' if float(r['target']) > 1 else 'no'} SET={r['set']} VAL={i % 4 == 0}\n{r['sequence']}\n"
+            for i, r in enumerate(rows)
+        )
+    )
+    output = finetune(
+        FinetuneConfig(
+            model=base_model,
+            task="sequence-classification",
+            method="full",
+            train_file=str(fasta),
+            label_column="FIT",
+            split_column="SET",
+            validation_column="VAL",
+            epochs=1,
+            batch_size=16,
+            output_dir=str(tmp_path / "cls"),
+        )
+    )
+    assert (output / "model.safetensors").exists() and not (output / "adapter_model.safetensors").exists()
+    config = json.loads((output / "config.json").read_text())
+    assert config["id2label"] == {"0": "no", "1": "yes"} and config["problem_type"] == "single_label_classification"
+    model = load_finetuned(output)
+    assert type(model) is PLMForSequenceClassification
+    assert set(predict(model, AutoTokenizer.from_pretrained(output), [rows[0]["sequence"]])) <= {"no", "yes"}
+    record = read_record(output)
+    assert {"accuracy", "macro_f1"} <= set(record["test"]) and record["data"]["sequences"]["test"] == 20
+
+
+def test_transformers_trainer_runs_a_lora_model(base_model, tmp_path):
+    config = ss_config(base_model, tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    data = load_data(config, tokenizer.valid_residues)
+    label2id = {name: i for i, name in enumerate(data.label_names)}
+    train = encode_examples(tokenizer, data.train, config.task, label2id)
+    valid = encode_examples(tokenizer, data.valid, config.task, label2id)
+    torch.manual_seed(0)
+    model = build_model(base_model, config.task, data.label_names, lora_dropout=0.0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=16,
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        logging_steps=4,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=valid,
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+        compute_metrics=trainer_compute_metrics(config.task),
+    )
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    metrics = trainer.evaluate()
+    assert 0.3 < metrics["eval_accuracy"] <= 1 and metrics["eval_count"] == data.stats["scored_residues"]["valid"]
+    trainer.save_model(str(tmp_path / "adapter"))
+    model.eval()
+    batch = DataCollatorForTokenClassification(tokenizer)(valid[:4])
+    with torch.no_grad():
+        expected = model(**batch).logits
+        base = build_model(base_model, config.task, data.label_names, method="full")
+        reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+        assert torch.equal(reloaded(**batch).logits, expected)
+
+
+def test_torchrun_two_processes_shard_the_batches_evenly(base_model, tmp_path):
+    """DDP on CPU: each process takes half of the (length-grouped) batches, the same number of steps, and they agree
+    on early stopping and the best checkpoint."""
+    output = tmp_path / "ddp"
+    flags = {
+        "--model": base_model,
+        "--task": "token-classification",
+        "--train-file": data_path(SS + "sequences.fasta.gz"),
+        "--labels-fasta": data_path(SS + "sampled.fasta.gz"),
+        "--mask-fasta": data_path(SS + "mask.fasta.gz"),
+        "--split-column": "SET",
+        "--validation-column": "VALIDATION",
+        "--max-train-samples": 40,
+        "--max-valid-samples": 8,
+        "--max-test-samples": 8,
+        "--max-length": 128,
+        "--batch-size": 8,
+        "--epochs": 2,
+        "--output-dir": output,
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547"]
+    command += [str(REPO / "training" / "finetune.py")] + [str(x) for item in flags.items() for x in item]
+    completed = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("best valid accuracy") == 1  # printed by the main process only
+    record = read_record(output)
+    inputs = record["data"]["chunks"]["train"] - record["data"]["train_inputs_without_scored_residues"]
+    assert record["world_size"] == 2 and record["status"] == "finished"
+    assert record["steps"] == 2 * math.ceil(math.ceil(inputs / 8) / 2)
+    evaluations = [m["step"] for m in read_metrics(output) if "valid_accuracy" in m]
+    assert evaluations == [0, record["steps"] // 2, record["steps"]]  # once per epoch, at the same steps
+
+
+def test_bad_csv_input_names_the_row_and_column(base_model, tmp_path, gb1_rows):
+    columns = list(gb1_rows[0])
+    rows = [dict(r) for r in gb1_rows[:6]]
+
+    def error_of(rows, **overrides) -> str:
+        path = write_csv(tmp_path / "bad.csv", rows, list(rows[0]))
+        config = FinetuneConfig(model=base_model, train_file=str(path), valid_fraction=0.3, **overrides)
+        with pytest.raises(ValueError) as caught:
+            load_data(config, PLMTokenizerFast().valid_residues)
+        return str(caught.value)
+
+    message = error_of(rows, label_column="fitness")
+    assert "line 1 (header)" in message and "'fitness'" in message and "--label-column" in message
+    assert all(repr(c) in message for c in columns)  # lists the columns there are
+    bad = [dict(r) for r in rows]
+    bad[3]["target"] = "n/a"
+    assert "bad.csv, line 5, column 'target': label 'n/a' is not a number" in error_of(bad)
+    bad = [dict(r) for r in rows]
+    bad[2]["sequence"] = bad[2]["sequence"][:10] + "J" + bad[2]["sequence"][11:]
+    message = error_of(bad)
+    assert "bad.csv, line 4, column 'sequence': invalid residue 'J' at position 11" in message
+    assert "--invalid-residues X" in message
+    bad[2]["sequence"] = bad[2]["sequence"].replace("J", "*")
+    assert "invalid residue '*' at position 11" in error_of(bad)
+    assert "split 'holdout' is neither 'train'" in error_of([{**rows[0], "set": "holdout"}], split_column="set")
+    assert "'maybe' is not a boolean" in error_of([{**rows[0], "validation": "maybe"}], validation_column="validation")
+
+
+def test_bad_fasta_input_names_the_record(base_model, tmp_path):
+    sequences = tmp_path / "seq.fasta"
+    labels = tmp_path / "labels.fasta"
+    sequences.write_text(">a\nMKTAYIAK\n>b\nMKTAY1AK\n")
+    labels.write_text(">a SET=train VALIDATION=False\nCCHHHHCC\n>b SET=train VALIDATION=True\nCCHHHHCC\n")
+    config = FinetuneConfig(
+        model=base_model,
+        task="token-classification",
+        train_file=str(sequences),
+        labels_fasta=str(labels),
+        split_column="SET",
+        validation_column="VALIDATION",
+    )
+    valid_residues = PLMTokenizerFast().valid_residues
+    with pytest.raises(ValueError, match=r"seq.fasta, record 2 \(id b\): invalid residue '1' at position 6"):
+        load_data(config, valid_residues)
+    sequences.write_text(">a\nMKTAYIAK\n>b\nMKTAYIAKLL\n")
+    with pytest.raises(ValueError, match=r"labels.fasta, record 2 \(id b\): 8 labels for a sequence of 10 residues"):
+        load_data(config, valid_residues)
+    sequences.write_text(">a\nMKTAYIAK\n>c\nMKTAYIAK\n")
+    with pytest.raises(ValueError, match=r"record 2 \(id c\): no record with this id in the labels FASTA"):
+        load_data(config, valid_residues)
+    with pytest.raises(ValueError, match="needs --labels-fasta"):
+        FinetuneConfig(model=base_model, task="token-classification", train_file=str(sequences)).validate()
+
+
+def test_command_line_help_and_yaml_config(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "--split-column" in text and "token-classification" in text
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("model: some/model\ntrain_file: data.csv\nepochs: 7\nlearning_rate: 0.002\n")
+    config = load_finetune_config([str(yaml_file), "--epochs", "3", "--no-group-by-length"])
+    assert (config.model, config.epochs, config.learning_rate, config.group_by_length) == (
+        "some/model",
+        3,
+        0.002,
+        False,
+    )
+    yaml_file.write_text("model: m\nepochz: 3\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_finetune_config([str(yaml_file)])
