@@ -1,5 +1,6 @@
 """Generation throughput: modeling_plm's PLMForCausalLM vs transformers' LlamaForCausalLM of the same shape and
-the same weights, both with `generate()` and the KV cache (greedy, fixed length).
+the same weights, both with `generate()` and the KV cache (greedy, fixed length). A bare decode loop (one forward per
+token, no `generate()`) is timed too, to separate the model's own cost from the loop's.
 
     python benchmarks/bench_generation.py                       # 6 layers x 320, batch of 8 prompts, 100 new tokens
     python benchmarks/bench_generation.py --layers 12 --hidden 480 --heads 8 --new-tokens 200
@@ -57,6 +58,18 @@ def llama_twin(model: PLMForCausalLM) -> LlamaForCausalLM:
     return llama.eval()
 
 
+def decode_loop_seconds(model, input_ids: torch.Tensor, new_tokens: int) -> float:
+    """Seconds for new_tokens - 1 greedy steps by hand after the prefill: one forward per token with the model's
+    cache and no `generate()` bookkeeping, which isolates the model's own per-token cost."""
+    output = model(input_ids=input_ids, use_cache=True)
+    cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
+    start = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        output = model(input_ids=token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        token = output.logits[:, -1:].argmax(-1)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=6)
@@ -65,6 +78,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="timed generate() calls per engine, alternated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -98,15 +112,23 @@ def main() -> None:
         eos_token_id=None,
     )
 
-    def timed(model) -> tuple[float, torch.Tensor]:
-        model.generate(input_ids[:, :4], **{**options, "max_new_tokens": 8, "min_new_tokens": 8})  # warm-up
-        start = time.perf_counter()
-        with torch.no_grad():
-            output = model.generate(input_ids, **options)
-        return time.perf_counter() - start, output
-
-    llama_seconds, llama_out = timed(llama)
-    our_seconds, our_out = timed(ours)
+    engines = {"llama": llama, "ours": ours}
+    loop_seconds = dict.fromkeys(engines, 0.0)
+    outputs, seconds = {}, dict.fromkeys(engines, 0.0)
+    with torch.no_grad():
+        for model in engines.values():  # warm-up
+            model.generate(input_ids[:, :4], **{**options, "max_new_tokens": 8, "min_new_tokens": 8})
+        for _ in range(args.rounds):  # alternate, so load on the machine hits both alike
+            for name, model in engines.items():
+                start = time.perf_counter()
+                outputs[name] = model.generate(input_ids, **options)
+                seconds[name] += time.perf_counter() - start
+        for _ in range(args.rounds):
+            for name, model in engines.items():
+                loop_seconds[name] += decode_loop_seconds(model, input_ids, args.new_tokens)
+    llama_seconds, our_seconds = seconds["llama"] / args.rounds, seconds["ours"] / args.rounds
+    llama_loop, our_loop = loop_seconds["llama"] / args.rounds, loop_seconds["ours"] / args.rounds
+    llama_out, our_out = outputs["llama"], outputs["ours"]
     new_tokens = args.prompts * args.new_tokens
     agreement = (our_out[:, input_ids.shape[1] :] == llama_out[:, input_ids.shape[1] :]).float().mean().item()
     rows = [
@@ -120,6 +142,16 @@ def main() -> None:
             "seconds": our_seconds,
             "tokens_per_s": new_tokens / our_seconds,
         },
+        {
+            "engine": "transformers LlamaForCausalLM, bare decode loop (forward per token)",
+            "seconds": llama_loop,
+            "tokens_per_s": args.prompts * (args.new_tokens - 1) / llama_loop,
+        },
+        {
+            "engine": "modeling_plm PLMForCausalLM, bare decode loop (forward per token)",
+            "seconds": our_loop,
+            "tokens_per_s": args.prompts * (args.new_tokens - 1) / our_loop,
+        },
     ]
     report(
         "generation",
@@ -129,6 +161,7 @@ def main() -> None:
             "prompts": args.prompts,
             "new_tokens_each": args.new_tokens,
             "speedup": llama_seconds / our_seconds,
+            "speedup_bare_decode_loop": llama_loop / our_loop,
             "greedy_token_agreement": agreement,
         },
     )
