@@ -947,7 +947,8 @@ def residue_mask(
     shape: tuple[int, int],
     device: torch.device,
 ) -> torch.Tensor:
-    """True at residue positions: real tokens that are not `<pad>`, `<bos>` or `<eos>`."""
+    """True at residue positions: real tokens that are not `<pad>`, `<bos>` or `<eos>`. Without `input_ids` (a call
+    with `inputs_embeds`) special tokens cannot be told apart, so every position the attention mask keeps counts."""
     mask = torch.ones(shape, dtype=torch.bool, device=device)
     if attention_mask is not None:
         mask &= attention_mask.bool().to(device)

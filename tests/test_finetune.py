@@ -41,16 +41,6 @@ GB1 = "flip/gb1/three_vs_rest.csv.gz"
 SS = "flip/secondary_structure/"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_deterministic):  # requested, so it runs after conftest sets 2 threads
-    """One torch thread: the models are tiny, and on a shared, loaded 2-core machine two threads make every small
-    matmul wait for a busy core (measured 10-50x slower for the same work)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory) -> str:
     """A fresh tiny masked LM saved like a pretrained checkpoint (no pretrained weights in tests)."""

@@ -19,16 +19,6 @@ def batch(swissprot_sequences):
     return PLMTokenizerFast()(swissprot_sequences[:6], padding=True, return_tensors="pt")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_deterministic):  # requested, so it runs after conftest sets 2 threads
-    """One torch thread: the models are tiny, and on a shared, loaded 2-core machine two threads make every small
-    matmul wait for a busy core (measured 10-50x slower for the same work)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("targets", ["attention", "all-linear"])
 def test_only_adapters_and_the_head_are_trainable(targets):
     model = PLMForSequenceClassification(config_from_preset("tiny", num_labels=3))
