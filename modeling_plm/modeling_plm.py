@@ -909,8 +909,10 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         # generate()'s default dynamic cache becomes PLMCache: the same contents, without the per-step copies.
+        # (Assistant models keep transformers' cache, which records its past for rollback.)
         wants_dynamic = generation_config.cache_implementation in (None, "dynamic")
-        if model_kwargs.get("past_key_values") is None and generation_config.use_cache and wants_dynamic:
+        ours = wants_dynamic and generation_config.use_cache and not generation_config.is_assistant
+        if model_kwargs.get("past_key_values") is None and ours:
             model_kwargs["past_key_values"] = PLMCache(self.config.num_hidden_layers)
             return
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
