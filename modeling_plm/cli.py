@@ -12,6 +12,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "examples:\n  plm pretrain training/configs/demo.yaml && plm demo --model runs/demo/final\n"
             "  plm demo --preset esm2_8m --num-sequences 16\n"
+            "  plm finetune training/configs/finetune_gb1.yaml\n"
+            "  plm scaling plan --flops 1e21 --objective mlm --transfer\n"
             "  plm embed runs/demo/final proteins.fasta.gz embeddings/ --pooling mean max\n"
             "  plm generate runs/demo/final --infill 'MKTAYIAK<smask>SHFSRQ'\n"
             "  plm score runs/demo/final --sequence MKTAYIAKQR --mutation K2A\n"
