@@ -35,8 +35,8 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_training(model, batches, device, dtype, steps: int, warmup: int, train: bool = True) -> float:
-    """Seconds for `steps` forward+backward(+AdamW when `train`) passes after `warmup` untimed ones."""
+def time_training(model, batches, device, dtype, steps: int, warmup: int) -> float:
+    """Seconds for `steps` training steps (forward, backward, AdamW) after `warmup` untimed ones."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type in ("cuda", "cpu"))
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     for index in range(warmup + steps):
@@ -47,8 +47,7 @@ def time_training(model, batches, device, dtype, steps: int, warmup: int, train:
         with autocast:
             loss = model(**batch).loss
         loss.backward()
-        if train:
-            optimizer.step()
+        optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     synchronize(device)
     return time.perf_counter() - start

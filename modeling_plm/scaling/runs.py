@@ -157,6 +157,13 @@ def parse_count(text: str) -> float:
 # Trainer output folders
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a trainer's `metrics.jsonl`, in order; none when the file does not exist yet."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def read_run_dir(
     path: str | Path,
     budget: float | None = None,
@@ -183,7 +190,7 @@ def read_run_dir(
     run = run or meta.get("run") or folder.name
     record_file = folder / "final" / "training_record.json"
     record = json.loads(record_file.read_text()) if record_file.exists() else None
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics_file)
     run_objective = objective or meta.get("objective") or (record or {}).get("objective") or _row_objective(rows)
     loss_key = "valid_loss_" + ("mlm" if run_objective == "clm-mlm" else run_objective)
     table = RunTable()

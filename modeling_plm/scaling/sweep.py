@@ -56,6 +56,7 @@ from ..data import DataSource, ProteinStream, RecordPolicy, load_clusters, read_
 from ..flops import non_embedding_parameters
 from ..presets import config_from_preset
 from ..trainer import Batcher, PretrainConfig, derived_seed, pretrain
+from .runs import read_metrics
 
 GRID_OBJECTIVES = ("mlm", "clm")
 TRANSFER_OBJECTIVE = "clm-mlm"
@@ -421,12 +422,6 @@ def calibrate(config: SweepConfig, shape: str) -> ShapeRate:
 
 
 # ---- run folders --------------------------------------------------------------------------------------------------
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _phases(run: PlannedRun) -> list[tuple[str, Path]]:
     """(objective, folder holding its checkpoints) of each phase, as the trainer lays them out."""
     if run.objective != TRANSFER_OBJECTIVE:
@@ -452,17 +447,17 @@ def prepare_resume(run: PlannedRun) -> int:
         return 0
     phases = _phases(run)
     done_steps, finished_phases = 0, 0
-    in_progress = None
-    for objective, folder in phases:
+    in_progress = None  # the folder of the phase to resume
+    for _, folder in phases:
         if len(phases) > 1 and (folder / "phase_complete.json").exists():
             done_steps += json.loads((folder / "phase_complete.json").read_text())["steps"]
             finished_phases += 1
             continue
-        in_progress = (objective, _latest_checkpoint_step(folder))
+        in_progress = folder
         break
     if in_progress is None:  # every phase complete but no final record: only the final save is missing
         return done_steps
-    objective, checkpoint = in_progress
+    checkpoint = _latest_checkpoint_step(in_progress)
     if checkpoint is None and not finished_phases:
         shutil.rmtree(run.run_dir)
         return 0
