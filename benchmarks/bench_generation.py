@@ -7,6 +7,7 @@ token, no `generate()`) is timed too, to separate the model's own cost from the 
 """
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -14,6 +15,7 @@ from common import report, swissprot_sequences
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from modeling_plm import PLMConfig, PLMForCausalLM, PLMTokenizerFast
+from modeling_plm.modeling_plm import packed_projections
 
 
 def llama_twin(model: PLMForCausalLM) -> LlamaForCausalLM:
@@ -60,14 +62,17 @@ def llama_twin(model: PLMForCausalLM) -> LlamaForCausalLM:
 
 def decode_loop_seconds(model, input_ids: torch.Tensor, new_tokens: int) -> float:
     """Seconds for new_tokens - 1 greedy steps by hand after the prefill: one forward per token with the model's
-    cache and no `generate()` bookkeeping, which isolates the model's own per-token cost."""
-    output = model(input_ids=input_ids, use_cache=True)
-    cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
-    start = time.perf_counter()
-    for _ in range(new_tokens - 1):
-        output = model(input_ids=token, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        token = output.logits[:, -1:].argmax(-1)
-    return time.perf_counter() - start
+    cache and no `generate()` bookkeeping, which isolates the model's own per-token cost. Ours runs on the packed
+    projections that its `generate()` uses."""
+    packing = packed_projections(model) if isinstance(model, PLMForCausalLM) else contextlib.nullcontext()
+    with packing:
+        output = model(input_ids=input_ids, use_cache=True)
+        cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
+        start = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            output = model(input_ids=token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            token = output.logits[:, -1:].argmax(-1)
+        return time.perf_counter() - start
 
 
 def main() -> None:
@@ -78,7 +83,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="timed generate() calls per engine, alternated")
+    parser.add_argument(
+        "--cpu-linear-kernel",
+        default="auto",
+        choices=["auto", "onednn", "torch"],
+        help="our projections' GEMM (PLMConfig.cpu_linear_kernel); 'torch' measures without oneDNN",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="timed generate() calls per engine, alternated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -94,6 +105,7 @@ def main() -> None:
         lm_head_transform=False,
         lm_head_bias=False,
         max_position_embeddings=1024,
+        cpu_linear_kernel=args.cpu_linear_kernel,
     )
     ours = PLMForCausalLM(config).eval()
     ours.set_attn_implementation("sdpa")
@@ -158,6 +170,7 @@ def main() -> None:
         rows,
         {
             "shape": f"{args.layers}x{args.hidden}, {args.heads} heads",
+            "cpu_linear_kernel": ours.model.layers[0].mlp.down_proj.kernel,
             "prompts": args.prompts,
             "new_tokens_each": args.new_tokens,
             "speedup": llama_seconds / our_seconds,

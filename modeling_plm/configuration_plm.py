@@ -10,6 +10,7 @@ NORM_SCHEMES = ("pre", "deepnorm")
 MLP_TYPES = ("mlp", "glu")
 POSITION_EMBEDDING_TYPES = ("rotary", "rotary_2d", "absolute")
 CLASSIFIER_POOLINGS = ("mean", "max", "bos")
+CPU_LINEAR_KERNELS = ("auto", "onednn", "torch")
 
 
 class PLMConfig(PretrainedConfig):
@@ -50,6 +51,11 @@ class PLMConfig(PretrainedConfig):
             `"mean"`, `"max"` or `"bos"` (the begin-of-sequence token).
         classifier_dropout: dropout in the classification heads (default `hidden_dropout`).
         contact_head: add ESM-2's contact-prediction head (logistic regression over all attention maps).
+        cpu_linear_kernel: the GEMM behind the float32 projections on CPU. `"onednn"` runs them through oneDNN
+            (forward and backward; during `generate()` with fused, pre-packed weights), which on CPUs where torch's
+            default BLAS is slow (MKL on AMD: 2-3x) is much faster; `"torch"` uses `torch.nn.functional.linear`;
+            `"auto"` (default) is `"onednn"` when this torch build has it, else `"torch"`. Asking for `"onednn"` on
+            a build without it raises.
     """
 
     model_type = "plm"
@@ -89,6 +95,7 @@ class PLMConfig(PretrainedConfig):
         classifier_pooling: str = "mean",
         classifier_dropout: float | None = None,
         contact_head: bool = False,
+        cpu_linear_kernel: str = "auto",
         use_cache: bool = True,
         **kwargs,
     ):
@@ -102,6 +109,8 @@ class PLMConfig(PretrainedConfig):
             raise ValueError(
                 f"position_embedding_type must be one of {POSITION_EMBEDDING_TYPES}, got {position_embedding_type!r}"
             )
+        if cpu_linear_kernel not in CPU_LINEAR_KERNELS:
+            raise ValueError(f"cpu_linear_kernel must be one of {CPU_LINEAR_KERNELS}, got {cpu_linear_kernel!r}")
         if classifier_pooling not in CLASSIFIER_POOLINGS:
             raise ValueError(f"classifier_pooling must be one of {CLASSIFIER_POOLINGS}, got {classifier_pooling!r}")
         head_dim = head_dim or hidden_size // num_attention_heads
@@ -145,6 +154,7 @@ class PLMConfig(PretrainedConfig):
         self.classifier_pooling = classifier_pooling
         self.classifier_dropout = classifier_dropout
         self.contact_head = contact_head
+        self.cpu_linear_kernel = cpu_linear_kernel
         self.use_cache = use_cache
         super().__init__(
             pad_token_id=pad_token_id,

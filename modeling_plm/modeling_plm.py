@@ -16,7 +16,8 @@ right padding both give the unpadded result), and restarting at 0 marks a new se
 the two halves of each head (xTrimoPGLM's 2-D RoPE).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -61,6 +62,8 @@ class PLMRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.dtype == self.weight.dtype == torch.float32:  # one kernel; the same numbers as below
+            return nn.functional.rms_norm(hidden_states, self.weight.shape, self.weight, eps=self.eps)
         # Normalised in float32 by torch's fused kernel, scaled after the cast back (as Llama does).
         input_dtype = hidden_states.dtype
         hidden_states = nn.functional.rms_norm(hidden_states.float(), self.weight.shape, eps=self.eps)
@@ -71,6 +74,114 @@ def build_norm(config: PLMConfig) -> nn.Module:
     if config.norm_type == "rmsnorm":
         return PLMRMSNorm(config.hidden_size, eps=config.layer_norm_eps)
     return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+
+# oneDNN GEMMs for the float32 projections on CPU. torch's default CPU BLAS (MKL) runs its generic code on non-Intel
+# CPUs: on AMD EPYC its fp32 GEMMs reach a third to a half of oneDNN's speed (BENCHMARKS.md).
+ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def resolve_cpu_linear_kernel(kernel: str) -> str:
+    if kernel == "onednn" and not ONEDNN_AVAILABLE:
+        raise ValueError("cpu_linear_kernel='onednn' needs a torch build with oneDNN (mkldnn); use 'auto' or 'torch'.")
+    if kernel == "auto":
+        return "onednn" if ONEDNN_AVAILABLE else "torch"
+    return kernel
+
+
+def onednn_input(x: torch.Tensor) -> bool:
+    """Inputs oneDNN takes as torch would: non-empty float32 CPU tensors, outside autocast and compiled graphs."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.numel() > 0
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+def onednn_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T + bias on oneDNN; weight is (out, in), plain or pre-packed by `_reorder_linear_weight`."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class OneDNNLinearFunction(torch.autograd.Function):
+    """A linear layer whose forward and both gradients are oneDNN GEMMs."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_matmul(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = onednn_matmul(grad_output, weight.t().contiguous())
+        flat_grad = grad_output.reshape(-1, grad_output.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_weight = onednn_matmul(flat_grad.t(), x.reshape(-1, x.shape[-1]).t())
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = flat_grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+class PLMLinear(nn.Linear):
+    """`nn.Linear` (same parameters, same state dict) whose float32 CPU matmuls run on oneDNN when `kernel` says so.
+    Parameters that are not plain tensors (FSDP's DTensors, DeepSpeed ZeRO-3's) keep torch's own linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, kernel: str = "auto"):
+        super().__init__(in_features, out_features, bias=bias)
+        self.kernel = resolve_cpu_linear_kernel(kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain_weight = type(self.weight) in (torch.Tensor, nn.Parameter) and not hasattr(self.weight, "ds_id")
+        if self.kernel != "onednn" or not plain_weight or not onednn_input(x):
+            return nn.functional.linear(x, self.weight, self.bias)
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return OneDNNLinearFunction.apply(x, self.weight, self.bias)
+        return onednn_matmul(x, self.weight, self.bias)
+
+
+class PackedProjection:
+    """Linear layers that read one input, run as a single oneDNN matmul over their concatenated weights pre-packed
+    into oneDNN's blocked layout: the fast form of the few-row matmuls of decoding. A snapshot of the weights, so
+    `PLMForCausalLM.generate` makes them for the length of one call only."""
+
+    def __init__(self, linears: tuple[nn.Linear, ...]):
+        with torch.no_grad():
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(torch.cat([x.weight for x in linears]), None)
+            self.bias = torch.cat([x.bias for x in linears]) if linears[0].bias is not None else None
+        self.sizes = [linear.out_features for linear in linears]
+
+    @classmethod
+    def of(cls, linears: tuple[nn.Linear, ...]) -> "PackedProjection | None":
+        """Packs plain float32 CPU PLMLinears on the oneDNN kernel; None for anything else, such as PEFT-wrapped
+        layers or layers with hooks, which must see their own calls."""
+        packable = all(
+            type(linear) is PLMLinear
+            and linear.kernel == "onednn"
+            and linear.weight.device.type == "cpu"
+            and linear.weight.dtype == torch.float32
+            and not (linear._forward_hooks or linear._forward_pre_hooks)
+            for linear in linears
+        )
+        return cls(linears) if packable else None
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return onednn_matmul(x, self.weight, self.bias).split(self.sizes, dim=-1)
+
+
+def project(
+    x: torch.Tensor, linears: tuple[nn.Linear, ...], packed: PackedProjection | None
+) -> tuple[torch.Tensor, ...]:
+    """The outputs of linear layers that read one input: one packed matmul inside `generate()`, else a call each."""
+    if packed is not None and not torch.is_grad_enabled() and onednn_input(x):
+        return packed(x)
+    return tuple(linear(x) for linear in linears)
 
 
 class PLMRotaryEmbedding(nn.Module):
@@ -87,40 +198,37 @@ class PLMRotaryEmbedding(nn.Module):
         exponents = torch.arange(0, self.rotary_dim, 2, dtype=torch.int64).float() / self.rotary_dim
         return 1.0 / (self.base**exponents)
 
-    def _table(self, positions: torch.Tensor) -> torch.Tensor:
-        freqs = positions[..., None].float() * self.inv_freq.to(positions.device)
-        return torch.cat((freqs, freqs), dim=-1)
-
     @torch.no_grad()
     def forward(
         self, x: torch.Tensor, position_ids: torch.Tensor, block_position_ids: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = self._table(position_ids)
+        """The cos and signed sin tables of `apply_rotary_pos_emb`, (batch, 1, seq, head_dim)."""
+        streams = [position_ids]
         if self.is_2d:
-            if block_position_ids is None:
-                block_position_ids = torch.zeros_like(position_ids)
-            angles = torch.cat((angles, self._table(block_position_ids)), dim=-1)
-        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+            streams.append(block_position_ids if block_position_ids is not None else torch.zeros_like(position_ids))
+        cos, signed_sin = [], []
+        for positions in streams:
+            freqs = positions[..., None].float() * self.inv_freq.to(positions.device)
+            sin = freqs.sin()
+            cos += [freqs.cos()] * 2
+            signed_sin += [-sin, sin]
+        return torch.cat(cos, -1).unsqueeze(1).to(x.dtype), torch.cat(signed_sin, -1).unsqueeze(1).to(x.dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def rotate_half_2d(x: torch.Tensor) -> torch.Tensor:
-    """rotate_half applied to each half of the head independently (2-D RoPE)."""
-    x_a, x_b = x.chunk(2, dim=-1)
-    return torch.cat((rotate_half(x_a), rotate_half(x_b)), dim=-1)
+def swap_halves(x: torch.Tensor, parts: int = 1) -> torch.Tensor:
+    """Swaps the two halves of each of `parts` equal slices of the last dimension (`rotate_half` without the sign)."""
+    if parts == 1:
+        return x.roll(x.shape[-1] // 2, dims=-1)
+    return x.unflatten(-1, (parts, -1)).roll(x.shape[-1] // (2 * parts), dims=-1).flatten(-2)
 
 
 def apply_rotary_pos_emb(
-    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, is_2d: bool = False
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, parts: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """q, k: (batch, heads, seq, head_dim); cos, sin: (batch, seq, head_dim)."""
-    rotate = rotate_half_2d if is_2d else rotate_half
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+    """RoPE, x * cos + rotate_half(x) * sin, with rotate_half(x) * sin computed exactly as swap_halves(x) * signed_sin
+    (sin with the first half of each part negated) in fewer ops. `parts=2` is 2-D RoPE, each half of the head rotated
+    on its own. q, k: (batch, heads, seq, head_dim); cos, signed_sin: (batch, 1, seq, head_dim)."""
+    return q * cos + swap_halves(q, parts) * signed_sin, k * cos + swap_halves(k, parts) * signed_sin
 
 
 def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -225,13 +333,15 @@ class PLMAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
         self.is_causal = True  # the per-call value is passed to the kernel as `is_causal`
-        self.rotary_2d = config.position_embedding_type == "rotary_2d"
+        self.rotary_parts = 2 if config.position_embedding_type == "rotary_2d" else 1
         q_width = config.num_attention_heads * self.head_dim
         kv_width = config.num_key_value_heads * self.head_dim
-        self.q_proj = nn.Linear(config.hidden_size, q_width, bias=config.attention_bias)
-        self.k_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
-        self.v_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
-        self.o_proj = nn.Linear(q_width, config.hidden_size, bias=config.attention_bias)
+        kernel = config.cpu_linear_kernel
+        self.q_proj = PLMLinear(config.hidden_size, q_width, bias=config.attention_bias, kernel=kernel)
+        self.k_proj = PLMLinear(config.hidden_size, kv_width, bias=config.attention_bias, kernel=kernel)
+        self.v_proj = PLMLinear(config.hidden_size, kv_width, bias=config.attention_bias, kernel=kernel)
+        self.o_proj = PLMLinear(q_width, config.hidden_size, bias=config.attention_bias, kernel=kernel)
+        self.packed_qkv = self.packed_o = None
         if config.norm_scheme == "deepnorm":
             self.v_proj.init_scale = self.o_proj.init_scale = config.deepnorm_beta
 
@@ -247,13 +357,14 @@ class PLMAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
-        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        query, key, value = project(hidden_states, (self.q_proj, self.k_proj, self.v_proj), self.packed_qkv)
+        query = query.view(hidden_shape).transpose(1, 2)
+        key = key.view(hidden_shape).transpose(1, 2)
+        value = value.view(hidden_shape).transpose(1, 2)
         # The query is scaled before the rotation, as ESM-2 does: the same maths, and ESM's exact rounding.
         query = query * self.scaling
         if position_embeddings is not None:
-            query, key = apply_rotary_pos_emb(query, key, *position_embeddings, is_2d=self.rotary_2d)
+            query, key = apply_rotary_pos_emb(query, key, *position_embeddings, parts=self.rotary_parts)
         if past_key_values is not None:
             key, value = past_key_values.update(key, value, self.layer_idx)
         output, weights = attention_function(
@@ -268,7 +379,12 @@ class PLMAttention(nn.Module):
             **kwargs,
         )
         output = output.reshape(*input_shape, -1).contiguous()
-        return self.o_proj(output), weights
+        return project(output, (self.o_proj,), self.packed_o)[0], weights
+
+    def pack_projections(self, pack: bool) -> None:
+        """Packs (or drops) the fused q/k/v and output weights that `generate()` decodes with."""
+        self.packed_qkv = PackedProjection.of((self.q_proj, self.k_proj, self.v_proj)) if pack else None
+        self.packed_o = PackedProjection.of((self.o_proj,)) if pack else None
 
 
 class PLMCacheLayer(DynamicLayer):
@@ -323,20 +439,33 @@ class PLMMLP(nn.Module):
     def __init__(self, config: PLMConfig):
         super().__init__()
         self.is_gated = config.mlp_type == "glu"
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        hidden, intermediate, kernel = config.hidden_size, config.intermediate_size, config.cpu_linear_kernel
+        self.up_proj = PLMLinear(hidden, intermediate, bias=config.mlp_bias, kernel=kernel)
         if self.is_gated:
-            self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+            self.gate_proj = PLMLinear(hidden, intermediate, bias=config.mlp_bias, kernel=kernel)
+        self.down_proj = PLMLinear(intermediate, hidden, bias=config.mlp_bias, kernel=kernel)
+        self.packed_in = self.packed_down = None
         self.act_fn = ACT2FN[config.hidden_act]
         if config.norm_scheme == "deepnorm":
             for projection in (self.up_proj, self.down_proj, getattr(self, "gate_proj", None)):
                 if projection is not None:
                     projection.init_scale = config.deepnorm_beta
 
+    def input_projections(self) -> tuple[nn.Linear, ...]:
+        return (self.gate_proj, self.up_proj) if self.is_gated else (self.up_proj,)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_gated:
-            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-        return self.down_proj(self.act_fn(self.up_proj(x)))
+            gate, up = project(x, self.input_projections(), self.packed_in)
+            intermediate = self.act_fn(gate) * up
+        else:
+            intermediate = self.act_fn(project(x, self.input_projections(), self.packed_in)[0])
+        return project(intermediate, (self.down_proj,), self.packed_down)[0]
+
+    def pack_projections(self, pack: bool) -> None:
+        """Packs (or drops) the fused input and the output weights that `generate()` decodes with."""
+        self.packed_in = PackedProjection.of(self.input_projections()) if pack else None
+        self.packed_down = PackedProjection.of((self.down_proj,)) if pack else None
 
 
 class PLMLayer(GradientCheckpointingLayer):
@@ -465,6 +594,19 @@ def glm_context_mask_function(block_position_ids: torch.Tensor) -> Callable:
         return block_position_ids[batch_idx, kv_idx] == 0
 
     return inner_mask
+
+
+@contextmanager
+def packed_projections(model: nn.Module) -> Iterator[None]:
+    """Within the block, the attention and MLP projections of `model` run on `PackedProjection`s."""
+    blocks = [module for module in model.modules() if isinstance(module, (PLMAttention, PLMMLP))]
+    try:
+        for block in blocks:
+            block.pack_projections(True)
+        yield
+    finally:
+        for block in blocks:
+            block.pack_projections(False)
 
 
 class PLMPreTrainedModel(PreTrainedModel):
@@ -616,6 +758,12 @@ class PLMModel(PLMPreTrainedModel):
             attention_function = packed_sdpa_attention_forward
             attention_kwargs["segments"] = packed_sequence_segments(sequence_ids, block_position_ids, attention_type)
             mask = None
+        elif (
+            seq_length == 1
+            and attn_implementation in ("sdpa", "eager")
+            and (attention_mask is None or bool(attention_mask.all()))
+        ):
+            mask = None  # one token with no padding sees all its past and itself (a decoding step): nothing to build
         else:
             mask = self._build_attention_mask(
                 attn_implementation,
@@ -712,7 +860,7 @@ class PLMLMHead(nn.Module):
         super().__init__()
         self.has_transform = config.lm_head_transform
         if self.has_transform:
-            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+            self.dense = PLMLinear(config.hidden_size, config.hidden_size, kernel=config.cpu_linear_kernel)
             self.act_fn = ACT2FN[config.hidden_act]
             self.norm = build_norm(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -906,6 +1054,11 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def generate(self, *args, **kwargs):
+        # Decoding's few-row matmuls run on fused, pre-packed oneDNN weights (CPU, float32), made for this call only.
+        with packed_projections(self):
+            return super().generate(*args, **kwargs)
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         # generate()'s default dynamic cache becomes PLMCache: the same contents, without the per-step copies.
