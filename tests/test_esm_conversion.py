@@ -20,6 +20,8 @@ CPU_LINEAR_KERNELS = ("torch", "onednn")
 def assert_parity(got: torch.Tensor, want: torch.Tensor, kernel: str) -> None:
     scale = 1.0 if kernel == "torch" else max(1.0, want.abs().max().item())
     torch.testing.assert_close(got, want, atol=TOL * scale, rtol=0)
+
+
 ESM_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
 # The real ESM-2 8M and 35M shapes, and a small one with token dropout off and ESM's default epsilon.
 ESM_SHAPES = {
