@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ESM_SHAPES, esm_twin_folders, report, swissprot_sequences
+from common import ESM_SHAPES, add_kernel_argument, esm_twin_folders, kernel_suffix, report, swissprot_sequences
 from transformers import EsmModel, EsmTokenizer
 
 import modeling_plm  # noqa: F401  (registers the Auto classes)
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=16384, help="our padded tokens per batch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both engines)")
+    add_kernel_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sequences = swissprot_sequences(args.sequences)
@@ -54,7 +55,9 @@ def main() -> None:
         esm_folder, plm_folder = esm_twin_folders(args.shape, Path(tmp))
         esm = EsmModel.from_pretrained(esm_folder, add_pooling_layer=False, attn_implementation="sdpa").eval()
         esm_tokenizer = EsmTokenizer(str(esm_folder / "vocab.txt"))
-        ours = PLMModel.from_pretrained(plm_folder, attn_implementation="sdpa").eval()
+        ours = PLMModel.from_pretrained(
+            plm_folder, attn_implementation="sdpa", cpu_linear_kernel=args.cpu_linear_kernel
+        ).eval()
         tokenizer = PLMTokenizerFast.from_pretrained(plm_folder)
     esm.to(args.device)
     ours.to(args.device)
@@ -86,10 +89,11 @@ def main() -> None:
         },
     ]
     report(
-        f"embedding_{args.shape}",
+        f"embedding_{args.shape}{kernel_suffix(args.cpu_linear_kernel)}",
         rows,
         {
             "shape": args.shape,
+            "cpu_linear_kernel": ours.layers[0].mlp.up_proj.kernel,
             "sequences": len(sequences),
             "residues": residues,
             "speedup": peer_seconds / our_seconds,

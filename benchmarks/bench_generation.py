@@ -11,7 +11,7 @@ import contextlib
 import time
 
 import torch
-from common import report, swissprot_sequences
+from common import add_kernel_argument, kernel_suffix, report, swissprot_sequences
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from modeling_plm import PLMConfig, PLMForCausalLM, PLMTokenizerFast
@@ -83,12 +83,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--cpu-linear-kernel",
-        default="auto",
-        choices=["auto", "onednn", "torch"],
-        help="our projections' GEMM (PLMConfig.cpu_linear_kernel); 'torch' measures without oneDNN",
-    )
+    add_kernel_argument(parser)
     parser.add_argument("--rounds", type=int, default=5, help="timed generate() calls per engine, alternated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -166,7 +161,7 @@ def main() -> None:
         },
     ]
     report(
-        "generation",
+        f"generation{kernel_suffix(args.cpu_linear_kernel)}",
         rows,
         {
             "shape": f"{args.layers}x{args.hidden}, {args.heads} heads",

@@ -22,14 +22,14 @@ import textwrap
 from pathlib import Path
 
 import torch
-from common import ESM_SHAPES, esm_twin_folders, report, swissprot_sequences
+from common import ESM_SHAPES, add_kernel_argument, esm_twin_folders, kernel_suffix, report, swissprot_sequences
 
 CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
     import torch
     torch.set_num_threads({threads})
-    engine, folder, sequence = {engine!r}, {folder!r}, {sequence!r}
+    engine, folder, sequence, kernel = {engine!r}, {folder!r}, {sequence!r}, {kernel!r}
     start = time.perf_counter()
     with torch.no_grad():
         if engine == "esm":
@@ -40,7 +40,7 @@ CHILD = textwrap.dedent(
         else:
             from modeling_plm import PLMModel, PLMTokenizerFast
             from modeling_plm.pipelines.embedding import embed_sequences
-            model = PLMModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+            model = PLMModel.from_pretrained(folder, attn_implementation="sdpa", cpu_linear_kernel=kernel).eval()
             tokenizer = PLMTokenizerFast.from_pretrained(folder)
             if engine == "plm-whole":
                 vector = model(**tokenizer([sequence], return_tensors="pt")).last_hidden_state[0, 1:-1].mean(0)
@@ -54,8 +54,8 @@ CHILD = textwrap.dedent(
 )
 
 
-def measure(engine: str, folder: Path, sequence: str, threads: int) -> dict:
-    code = CHILD.format(engine=engine, folder=str(folder), sequence=sequence, threads=threads)
+def measure(engine: str, folder: Path, sequence: str, threads: int, kernel: str) -> dict:
+    code = CHILD.format(engine=engine, folder=str(folder), sequence=sequence, threads=threads, kernel=kernel)
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"{engine} failed:\n{completed.stderr[-3000:]}")
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--shape", default="esm2_8m", choices=ESM_SHAPES)
     parser.add_argument("--residues", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=2)
+    add_kernel_argument(parser)
     args = parser.parse_args()
     longest = max(swissprot_sequences(50_000, max_length=100_000), key=len)
     if len(longest) < args.residues:
@@ -81,12 +82,17 @@ def main() -> None:
             "modeling_plm embed_sequences, default context windows": ("plm-windows", plm_folder),
         }
         for name, (engine, folder) in engines.items():
-            result = measure(engine, folder, sequence, args.threads)
+            result = measure(engine, folder, sequence, args.threads, args.cpu_linear_kernel)
             rows.append({"engine": name, "peak_rss_mb": result["peak_rss_mb"], "seconds": result["seconds"]})
     report(
-        f"memory_{args.shape}_{args.residues}",
+        f"memory_{args.shape}_{args.residues}{kernel_suffix(args.cpu_linear_kernel)}",
         rows,
-        {"shape": args.shape, "residues": len(sequence), "torch": torch.__version__},
+        {
+            "shape": args.shape,
+            "residues": len(sequence),
+            "cpu_linear_kernel": args.cpu_linear_kernel,
+            "torch": torch.__version__,
+        },
     )
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ESM_SHAPES, esm_twin_folders, report, swissprot_sequences
+from common import ESM_SHAPES, add_kernel_argument, esm_twin_folders, kernel_suffix, report, swissprot_sequences
 from transformers import DataCollatorForLanguageModeling, EsmForMaskedLM, EsmTokenizer
 
 import modeling_plm  # noqa: F401  (registers the Auto classes)
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--attention", nargs="+", default=["sdpa"], help="our attention backends to time")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    add_kernel_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -78,7 +79,9 @@ def main() -> None:
             )
         }
         for attention in args.attention:
-            model = PLMForMaskedLM.from_pretrained(plm_folder, attn_implementation=attention, hidden_act="gelu")
+            model = PLMForMaskedLM.from_pretrained(
+                plm_folder, attn_implementation=attention, hidden_act="gelu", cpu_linear_kernel=args.cpu_linear_kernel
+            )
             rows = f"rows of {args.pack_length}" if args.pack_length else "one row per step"
             engines[f"modeling_plm PLMForMaskedLM ({attention}, packed, {rows})"] = (model, our_batches)
 
@@ -114,7 +117,7 @@ def main() -> None:
         for name in engines
     ]
     report(
-        f"training_{args.shape}",
+        f"training_{args.shape}{kernel_suffix(args.cpu_linear_kernel)}",
         rows,
         {
             "shape": args.shape,

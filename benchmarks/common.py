@@ -26,6 +26,21 @@ ESM_SHAPES = {
 }
 
 
+def add_kernel_argument(parser) -> None:
+    """--cpu-linear-kernel: our projections' GEMM (PLMConfig.cpu_linear_kernel); 'torch' measures without oneDNN."""
+    parser.add_argument(
+        "--cpu-linear-kernel",
+        default="auto",
+        choices=["auto", "onednn", "torch"],
+        help="our float32 CPU projections' GEMM; 'torch' is the before of the oneDNN change",
+    )
+
+
+def kernel_suffix(kernel: str) -> str:
+    """Results of a non-default --cpu-linear-kernel go to their own JSON file, beside the default's."""
+    return "" if kernel == "auto" else f"_cpu_linear_{kernel}"
+
+
 def swissprot_sequences(count: int, max_length: int = 1022) -> list[str]:
     """The first `count` sequences of the Swiss-Prot sample that fit ESM-2's context, in file order: a real length
     distribution (median ~300 residues)."""

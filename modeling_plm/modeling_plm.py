@@ -90,14 +90,21 @@ def resolve_cpu_linear_kernel(kernel: str) -> str:
 
 
 def onednn_input(x: torch.Tensor) -> bool:
-    """Inputs oneDNN takes as torch would: non-empty float32 CPU tensors, outside autocast and compiled graphs."""
+    """Inputs oneDNN takes as torch would: non-empty float32 CPU tensors, outside autocast, compiled graphs and
+    traces (which keep the portable op)."""
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.numel() > 0
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
     )
+
+
+def is_plain_parameter(weight: torch.Tensor) -> bool:
+    """Not a tensor subclass (FSDP's DTensor) nor a DeepSpeed ZeRO-3 parameter: those keep torch's own linear."""
+    return type(weight) in (torch.Tensor, nn.Parameter) and not hasattr(weight, "ds_id")
 
 
 def onednn_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,16 +137,14 @@ class OneDNNLinearFunction(torch.autograd.Function):
 
 
 class PLMLinear(nn.Linear):
-    """`nn.Linear` (same parameters, same state dict) whose float32 CPU matmuls run on oneDNN when `kernel` says so.
-    Parameters that are not plain tensors (FSDP's DTensors, DeepSpeed ZeRO-3's) keep torch's own linear."""
+    """`nn.Linear` (same parameters, same state dict) whose float32 CPU matmuls run on oneDNN when `kernel` says so."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, kernel: str = "auto"):
         super().__init__(in_features, out_features, bias=bias)
         self.kernel = resolve_cpu_linear_kernel(kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain_weight = type(self.weight) in (torch.Tensor, nn.Parameter) and not hasattr(self.weight, "ds_id")
-        if self.kernel != "onednn" or not plain_weight or not onednn_input(x):
+        if self.kernel != "onednn" or not is_plain_parameter(self.weight) or not onednn_input(x):
             return nn.functional.linear(x, self.weight, self.bias)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return OneDNNLinearFunction.apply(x, self.weight, self.bias)
@@ -164,6 +169,7 @@ class PackedProjection:
         packable = all(
             type(linear) is PLMLinear
             and linear.kernel == "onednn"
+            and is_plain_parameter(linear.weight)
             and linear.weight.device.type == "cpu"
             and linear.weight.dtype == torch.float32
             and not (linear._forward_hooks or linear._forward_pre_hooks)
@@ -1057,6 +1063,10 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
 
     def generate(self, *args, **kwargs):
         # Decoding's few-row matmuls run on fused, pre-packed oneDNN weights (CPU, float32), made for this call only.
+        # An assistant model drafts a few tokens per call: too few to pay for packing.
+        generation_config = kwargs.get("generation_config")
+        if generation_config is not None and generation_config.is_assistant:
+            return super().generate(*args, **kwargs)
         with packed_projections(self):
             return super().generate(*args, **kwargs)
 

@@ -145,6 +145,15 @@ def test_generate_on_packed_projections_equals_unpacked(config_name, monkeypatch
     copy.deepcopy(fast), pickle.dumps(fast)  # nothing packed is left behind
 
 
+def test_assisted_generation_equals_greedy():
+    reference, fast = twin_models(PLMForCausalLM, "modern")
+    input_ids = torch.randint(5, 25, (1, 6))
+    plain = greedy(fast, input_ids)
+    assisted = greedy(fast, input_ids, assistant_model=copy.deepcopy(fast))  # the drafts run unpacked
+    assert torch.equal(plain.sequences, assisted.sequences)
+    assert torch.equal(plain.sequences, greedy(reference, input_ids).sequences)
+
+
 def test_adapters_and_hooks_see_their_own_calls_during_generate():
     _, model = twin_models(PLMForCausalLM, "modern")
     input_ids = torch.randint(5, 25, (2, 5))
