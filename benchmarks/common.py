@@ -11,13 +11,12 @@ import torch
 from transformers import EsmConfig, EsmForMaskedLM
 
 from modeling_plm.collators import STANDARD_AMINO_ACIDS
-from modeling_plm.convert import convert_esm2
+from modeling_plm.convert import ESM2_VOCAB, convert_esm2
 from modeling_plm.data import find_data_dir, read_fasta
 
 RESULTS = Path(__file__).parent / "results"
 SWISSPROT_SAMPLE = "swissprot2014/sprot2014_sample50k_seed0.fasta.gz"
 STANDARD = set(STANDARD_AMINO_ACIDS)
-ESM_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
 ESM_SHAPES = {
     "esm2_8m": (6, 320, 20),
     "esm2_35m": (12, 480, 20),
@@ -75,7 +74,7 @@ def esm_twin_folders(shape: str, folder: Path) -> tuple[Path, Path]:
     )
     torch.manual_seed(0)
     EsmForMaskedLM(config).save_pretrained(folder / "esm")
-    (folder / "esm" / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
+    (folder / "esm" / "vocab.txt").write_text("\n".join(ESM2_VOCAB) + "\n")
     convert_esm2(folder / "esm", folder / "plm")
     return folder / "esm", folder / "plm"
 

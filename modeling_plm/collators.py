@@ -5,6 +5,8 @@ Every collator is called as ``collator(sequences, seed)`` with cleaned residue s
 function of ``(sequences, seed)``. The random draws do not depend on ``pack_length`` either: for one seed, the padded
 and the packed batch hold exactly the same samples, only laid out differently.
 
+``token_budget_batches`` groups sequences into padded inference batches under a token budget.
+
 Layouts:
   - Padded (``pack_length=None``): one sample per row, right-padded with ``<pad>`` to the longest row, with an
     ``attention_mask``. Padding has label -100.
@@ -45,6 +47,19 @@ DEFAULT_MASK_TOKEN_RATIO = 0.8
 DEFAULT_RANDOM_TOKEN_RATIO = 0.1
 
 Sample = dict[str, torch.Tensor]
+
+
+def token_budget_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Indices grouped longest first (ties in input order) so that each padded batch (rows x longest row) holds at
+    most `token_budget` tokens; a sequence longer than the budget gets a batch of its own. For inference batches."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for index in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 def pack_rows(lengths: list[int], row_length: int) -> list[list[int]]:

@@ -36,6 +36,8 @@ _NAME_TEMPLATES = [
     ("lm_head.decoder.weight", "lm_head.decoder.weight"),
     ("lm_head.bias", "lm_head.bias"),
 ]
+# ESM-2's vocabulary, in id order (its vocab.txt).
+ESM2_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
 # The architecture knobs every ESM-2 shares (the rest are read from, or written to, each EsmConfig).
 ESM2_FIXED_KNOBS = {
     key: value

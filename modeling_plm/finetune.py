@@ -46,6 +46,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from . import __version__
+from .collators import token_budget_batches
 from .data import _open_text, read_fasta
 from .lora import default_lora_config
 from .modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
@@ -604,19 +605,6 @@ def collate(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, torc
             labels = torch.tensor([f["labels"] for f in features], dtype=torch.long)
         batch["labels"] = labels
     return batch
-
-
-def token_budget_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Indices grouped longest first so that each padded batch holds at most `token_budget` tokens (a longer
-    sequence gets a batch of its own)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for index in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
 
 
 class LengthGroupedBatches:

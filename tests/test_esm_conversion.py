@@ -9,7 +9,7 @@ from transformers import AutoModelForMaskedLM, EsmConfig, EsmForMaskedLM, EsmTok
 
 from modeling_plm import PLMForMaskedLM, PLMTokenizerFast, config_from_preset
 from modeling_plm.cli import main
-from modeling_plm.convert import convert_esm2, convert_plm_to_esm2
+from modeling_plm.convert import ESM2_VOCAB, convert_esm2, convert_plm_to_esm2
 
 TOL = 1e-5
 # The GEMM of our projections: with "torch" (transformers' own) parity is to 1e-5 absolute; oneDNN (the default on
@@ -22,7 +22,6 @@ def assert_parity(got: torch.Tensor, want: torch.Tensor, kernel: str) -> None:
     torch.testing.assert_close(got, want, atol=TOL * scale, rtol=0)
 
 
-ESM_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
 # The real ESM-2 8M and 35M shapes, and a small one with token dropout off and ESM's default epsilon.
 ESM_SHAPES = {
     "esm2_8m": dict(num_hidden_layers=6, hidden_size=320, num_attention_heads=20, intermediate_size=1280),
@@ -68,7 +67,7 @@ def save_esm(model: EsmForMaskedLM, folder, legacy_bin: bool = False):
         torch.save(model.state_dict(), folder / "pytorch_model.bin")
     else:
         model.save_pretrained(folder)
-    (folder / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
+    (folder / "vocab.txt").write_text("\n".join(ESM2_VOCAB) + "\n")
     return folder
 
 

@@ -13,6 +13,7 @@ from transformers import pipeline
 import modeling_plm  # noqa: F401  (registers the Auto classes)
 from modeling_plm import PLMConfig, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
 from modeling_plm.collators import glm_infill_inputs
+from modeling_plm.convert import ESM2_VOCAB
 from modeling_plm.data import read_fasta
 from modeling_plm.pipelines.generation import (
     add_generate_arguments,
@@ -24,8 +25,6 @@ from modeling_plm.presets import XTRIMOPGLM_ARCHITECTURE
 
 RESIDUES = set("ACDEFGHIKLMNPQRSTVWYXBZUO")
 CONTEXT = 130  # max_position_embeddings of the test models
-# ESM-2's vocabulary: no GLM tokens, and '.'/'-' are tokens that are not residue letters.
-ESM_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
 
 
 def save_model(folder, config: PLMConfig, tokenizer: PLMTokenizerFast, biases: dict[int, float] | None = None):
@@ -225,9 +224,9 @@ def test_generation_errors_are_clear(generator):
 
 def test_esm_vocabulary_generates_letters_only_and_cannot_infill(tmp_path):
     vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(ESM_VOCAB) + "\n")
+    vocab.write_text("\n".join(ESM2_VOCAB) + "\n")  # no GLM tokens; '.' and '-' are tokens, not residues
     tokenizer = PLMTokenizerFast(vocab_file=str(vocab), bos_token="<cls>")
-    config = config_from_preset("tiny", vocab_size=len(ESM_VOCAB), max_position_embeddings=CONTEXT)
+    config = config_from_preset("tiny", vocab_size=len(ESM2_VOCAB), max_position_embeddings=CONTEXT)
     config.bos_token_id, config.pad_token_id, config.eos_token_id = 0, 1, 2
     folder = save_model(tmp_path / "esm", config, tokenizer)
     pipe = pipeline("protein-generation", model=str(folder), device="cpu")

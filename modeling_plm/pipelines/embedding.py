@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from ..collators import token_budget_batches
 from ..data import read_fasta
 from ..tokenization_plm import INVALID_RESIDUE_POLICIES
 
@@ -186,21 +187,11 @@ def _pieces_of(residue_ids: list[list[int]], options: EmbeddingOptions) -> list[
 
 
 def _batches(pieces: list[_Piece], token_budget: int) -> Iterator[list[_Piece]]:
-    """Longest first; each batch's padded size (rows x longest row, in tokens) stays within the budget.
-
-    A single row longer than the budget runs alone: the budget bounds batching, and the window bounds each row.
+    """Longest first; each batch's padded size (rows x longest row, in tokens with <bos> and <eos>) stays within the
+    budget. A single row longer than the budget runs alone: the budget bounds batching, and the window bounds each row.
     """
-    order = sorted(range(len(pieces)), key=lambda index: (-len(pieces[index].ids), index))
-    batch: list[_Piece] = []
-    for index in order:
-        piece = pieces[index]
-        longest = len(batch[0].ids) + 2 if batch else len(piece.ids) + 2
-        if batch and (len(batch) + 1) * longest > token_budget:
-            yield batch
-            batch = []
-        batch.append(piece)
-    if batch:
-        yield batch
+    for indices in token_budget_batches([len(piece.ids) + 2 for piece in pieces], token_budget):
+        yield [pieces[index] for index in indices]
 
 
 def _finish(
