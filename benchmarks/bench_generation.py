@@ -15,7 +15,7 @@ from common import add_kernel_argument, kernel_suffix, report, swissprot_sequenc
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from modeling_plm import PLMConfig, PLMForCausalLM, PLMTokenizerFast
-from modeling_plm.modeling_plm import packed_projections
+from modeling_plm.modeling_plm import CACHE_NAME, packed_projections
 
 
 def llama_twin(model: PLMForCausalLM) -> LlamaForCausalLM:
@@ -67,10 +67,10 @@ def decode_loop_seconds(model, input_ids: torch.Tensor, new_tokens: int) -> floa
     packing = packed_projections(model) if isinstance(model, PLMForCausalLM) else contextlib.nullcontext()
     with packing:
         output = model(input_ids=input_ids, use_cache=True)
-        cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
+        cache, token = output[CACHE_NAME], output.logits[:, -1:].argmax(-1)
         start = time.perf_counter()
         for _ in range(new_tokens - 1):
-            output = model(input_ids=token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            output = model(input_ids=token, use_cache=True, logits_to_keep=1, **{CACHE_NAME: cache})
             token = output.logits[:, -1:].argmax(-1)
         return time.perf_counter() - start
 

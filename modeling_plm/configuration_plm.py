@@ -55,11 +55,13 @@ class PLMConfig(PretrainedConfig):
             (forward and backward; during `generate()` with fused, pre-packed weights), which on CPUs where torch's
             default BLAS is slow (MKL on AMD: 2-3x) is much faster; `"torch"` uses `torch.nn.functional.linear`;
             `"auto"` (default) is `"onednn"` when this torch build has it, else `"torch"`. Asking for `"onednn"` on
-            a build without it raises.
+            a build without it raises. A choice about the machine, not the model: it is never written to
+            `config.json`, and a value stored there by older versions is ignored on load (pass it to `from_pretrained`
+            instead).
     """
 
     model_type = "plm"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
     attribute_map = {"rms_norm_eps": "layer_norm_eps"}
 
     def __init__(
@@ -109,8 +111,6 @@ class PLMConfig(PretrainedConfig):
             raise ValueError(
                 f"position_embedding_type must be one of {POSITION_EMBEDDING_TYPES}, got {position_embedding_type!r}"
             )
-        if cpu_linear_kernel not in CPU_LINEAR_KERNELS:
-            raise ValueError(f"cpu_linear_kernel must be one of {CPU_LINEAR_KERNELS}, got {cpu_linear_kernel!r}")
         if classifier_pooling not in CLASSIFIER_POOLINGS:
             raise ValueError(f"classifier_pooling must be one of {CLASSIFIER_POOLINGS}, got {classifier_pooling!r}")
         head_dim = head_dim or hidden_size // num_attention_heads
@@ -163,6 +163,33 @@ class PLMConfig(PretrainedConfig):
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
+
+    # Runtime choices: set on the object (or through `from_pretrained` kwargs), never saved with the weights.
+    runtime_attributes = ("cpu_linear_kernel",)
+
+    @property
+    def cpu_linear_kernel(self) -> str:
+        return self._cpu_linear_kernel
+
+    @cpu_linear_kernel.setter
+    def cpu_linear_kernel(self, kernel: str) -> None:
+        if kernel not in CPU_LINEAR_KERNELS:
+            raise ValueError(f"cpu_linear_kernel must be one of {CPU_LINEAR_KERNELS}, got {kernel!r}")
+        self._cpu_linear_kernel = kernel
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        # Checkpoints written before the runtime choices left config.json still carry them: the machine that loads
+        # them decides, not the one that saved them.
+        config_dict = {key: value for key, value in config_dict.items() if key not in cls.runtime_attributes}
+        return super().from_dict(config_dict, **kwargs)
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        output.pop("_cpu_linear_kernel", None)
+        for key in self.runtime_attributes:
+            output.pop(key, None)
+        return output
 
     @property
     def deepnorm_alpha(self) -> float:

@@ -16,6 +16,7 @@ right padding both give the unpadded result), and restarting at 0 marks a new se
 the two halves of each head (xTrimoPGLM's 2-D RoPE).
 """
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -51,8 +52,23 @@ AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_plm.PLMForSequenceClassification",
     "AutoModelForTokenClassification": "modeling_plm.PLMForTokenClassification",
 }
+# transformers 5.24 renamed the decoding cache from `past_key_values` to `cache` (argument, output field and
+# generate()'s model kwarg); the old name stays a deprecated alias. Forwards accept both names and outputs use the
+# installed version's, so generation works on every release the package supports.
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 # ESM-2 was trained with 15% of tokens selected and 80% of those replaced by <mask>.
 ESM_MASK_RATIO_TRAIN = 0.15 * 0.8
+
+
+def resolve_cache_argument(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache passed under either name (`past_key_values` is the pre-5.24 spelling)."""
+    if past_key_values is None:
+        return cache
+    if cache is not None:
+        raise ValueError("Pass the cache as `cache` or as `past_key_values`, not both.")
+    if CACHE_NAME == "cache":
+        warnings.warn("`past_key_values` is deprecated: pass the cache as `cache`.", FutureWarning, stacklevel=3)
+    return past_key_values
 
 
 class PLMRMSNorm(nn.Module):
@@ -358,7 +374,7 @@ class PLMAttention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
         attention_function: Callable,
         is_causal: bool,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -371,8 +387,8 @@ class PLMAttention(nn.Module):
         query = query * self.scaling
         if position_embeddings is not None:
             query, key = apply_rotary_pos_emb(query, key, *position_embeddings, parts=self.rotary_parts)
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
         output, weights = attention_function(
             self,
             query,
@@ -621,7 +637,7 @@ class PLMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["PLMLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -698,19 +714,22 @@ class PLMModel(PLMPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         block_position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         attention_type: str | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
         block_position_ids: GLM block positions: 0 for context tokens, 1, 2, ... for the `<sop>`-started span tokens.
+        cache: the decoding cache (`past_key_values` is accepted as its older name).
         attention_type: "bidirectional", "causal" or "glm" (see the module docstring); defaults to the class's.
         """
+        cache = resolve_cache_argument(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
@@ -720,9 +739,9 @@ class PLMModel(PLMPreTrainedModel):
         attention_type = self._resolve_attention_type(attention_type, block_position_ids)
         if use_cache is None:
             use_cache = self.config.use_cache and attention_type != "bidirectional" and not self.training
-        if use_cache and past_key_values is None:
-            past_key_values = PLMCache(self.config.num_hidden_layers)
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None:
+            cache = PLMCache(self.config.num_hidden_layers)
+        past_length = cache.get_seq_length() if cache is not None else 0
         batch_size, seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         device = (input_ids if input_ids is not None else inputs_embeds).device
 
@@ -775,7 +794,7 @@ class PLMModel(PLMPreTrainedModel):
                 attn_implementation,
                 hidden_states,
                 attention_mask,
-                past_key_values,
+                cache,
                 attention_type,
                 sequence_ids,
                 block_position_ids,
@@ -796,7 +815,7 @@ class PLMModel(PLMPreTrainedModel):
                 position_embeddings=position_embeddings,
                 attention_function=attention_function,
                 is_causal=attention_type == "causal",
-                past_key_values=past_key_values,
+                cache=cache,
                 **attention_kwargs,
             )
             if output_hidden_states:
@@ -809,9 +828,9 @@ class PLMModel(PLMPreTrainedModel):
 
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
+            **{CACHE_NAME: cache if use_cache else None},
         )
 
     def _build_attention_mask(
@@ -819,7 +838,7 @@ class PLMModel(PLMPreTrainedModel):
         attn_implementation: str,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        past_key_values: Cache | None,
+        cache: Cache | None,
         attention_type: str,
         sequence_ids: torch.Tensor | None,
         block_position_ids: torch.Tensor | None,
@@ -841,8 +860,8 @@ class PLMModel(PLMPreTrainedModel):
                 config,
                 hidden_states,
                 attention_mask,
-                past_key_values=past_key_values,
                 and_mask_function=same_sequence,
+                **{CACHE_NAME: cache},
             )
         context = None
         if attention_type == "glm" and past_length == 0:
@@ -852,7 +871,7 @@ class PLMModel(PLMPreTrainedModel):
             config,
             hidden_states,
             attention_mask,
-            past_key_values,
+            cache,
             position_ids=None,
             or_mask_function=context,
             and_mask_function=same_sequence,
@@ -877,6 +896,16 @@ class PLMLMHead(nn.Module):
             hidden_states = self.norm(self.act_fn(self.dense(hidden_states)))
         logits = self.decoder(hidden_states)
         return logits + self.bias if self.bias is not None else logits
+
+    def resize_bias(self, vocab_size: int) -> None:
+        """Grows or shrinks the output bias with the vocabulary: kept entries keep their values, new ones start at 0."""
+        if self.bias is None or self.bias.shape[0] == vocab_size:
+            return
+        old = self.bias.data
+        bias = old.new_zeros(vocab_size)
+        kept = min(vocab_size, old.shape[0])
+        bias[:kept] = old[:kept]
+        self.bias = nn.Parameter(bias, requires_grad=self.bias.requires_grad)
 
 
 class PLMContactPredictionHead(nn.Module):
@@ -916,13 +945,19 @@ class PLMLanguageModelBase(PLMPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head.decoder = new_embeddings
 
+    def resize_token_embeddings(self, *args, **kwargs) -> nn.Embedding:
+        # transformers resizes the embeddings and the decoder; the head's separate bias must follow them.
+        embeddings = super().resize_token_embeddings(*args, **kwargs)
+        self.lm_head.resize_bias(embeddings.num_embeddings)
+        return embeddings
+
     def _backbone(
         self,
         input_ids,
         attention_mask,
         position_ids,
         block_position_ids,
-        past_key_values,
+        cache,
         inputs_embeds,
         use_cache,
         attention_type,
@@ -935,7 +970,7 @@ class PLMLanguageModelBase(PLMPreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             block_position_ids=block_position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             attention_type=attention_type or self.default_attention_type,
@@ -1023,7 +1058,7 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         block_position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -1032,17 +1067,19 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
         labels: next-token targets as in transformers: pass the input ids (-100 to ignore); they are shifted here.
+        cache: the decoding cache (`past_key_values` is accepted as its older name).
         """
         outputs, logits = self._backbone(
             input_ids,
             attention_mask,
             position_ids,
             block_position_ids,
-            past_key_values,
+            resolve_cache_argument(cache, past_key_values),
             inputs_embeds,
             use_cache,
             attention_type,
@@ -1056,9 +1093,9 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_NAME: outputs[CACHE_NAME] if CACHE_NAME in outputs else None},
         )
 
     def generate(self, *args, **kwargs):
@@ -1075,15 +1112,21 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         # (Assistant models keep transformers' cache, which records its past for rollback.)
         wants_dynamic = generation_config.cache_implementation in (None, "dynamic")
         ours = wants_dynamic and generation_config.use_cache and not generation_config.is_assistant
-        if model_kwargs.get("past_key_values") is None and ours:
-            model_kwargs["past_key_values"] = PLMCache(self.config.num_hidden_layers)
+        if model_kwargs.get(CACHE_NAME) is None and ours:
+            model_kwargs[CACHE_NAME] = PLMCache(self.config.num_hidden_layers)
             return
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
-    def prepare_inputs_for_generation(self, input_ids, block_position_ids=None, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+    def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, block_position_ids=None, **kwargs):
+        # `inputs_embeds` is named so that generate() accepts embedding prompts (it reads this signature).
+        model_inputs = super().prepare_inputs_for_generation(input_ids, inputs_embeds=inputs_embeds, **kwargs)
         if block_position_ids is not None:
-            model_inputs["block_position_ids"] = block_position_ids[:, -model_inputs["input_ids"].shape[1] :]
+            step = (
+                model_inputs["input_ids"]
+                if model_inputs.get("input_ids") is not None
+                else model_inputs["inputs_embeds"]
+            )
+            model_inputs["block_position_ids"] = block_position_ids[:, -step.shape[1] :]
         return model_inputs
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):

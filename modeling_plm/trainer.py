@@ -575,8 +575,11 @@ class PhaseRunner:
         finally:
             progress.close()
             signal.signal(signal.SIGTERM, previous_handler)
-            if config.report_to != "none":
-                accelerator.end_training()
+            # Only the trackers end here: `end_training()` also destroys the process group, which the final save
+            # still needs (accelerate >= 1.16); `pretrain()` calls it once everything is written.
+            for tracker in accelerator.trackers:
+                tracker.finish()
+            accelerator.trackers = []
         return last_eval if last_eval is not None else self.evaluate(eval_objectives)
 
     def _resume_point(self) -> Path | None:
@@ -718,6 +721,7 @@ def pretrain(config: PretrainConfig) -> Path:
         }
         (final_dir / "training_record.json").write_text(json.dumps(training_record, indent=2) + "\n")
     runner.accelerator.wait_for_everyone()
+    runner.accelerator.end_training()
     return final_dir
 
 

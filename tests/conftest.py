@@ -7,6 +7,19 @@ import torch
 from modeling_plm.data import find_data_dir, read_fasta
 
 REQUIRE_DATA_ENV = "PLM_REQUIRE_DATA"  # CI sets it: a missing data set fails instead of skipping.
+# Marks that transformers' common tests (tests/test_transformers_common.py) carry; transformers' conftest defines them.
+TRANSFORMERS_MARKS = (
+    "accelerate_tests",
+    "flash_attn_test",
+    "flash_attn_3_test",
+    "flash_attn_4_test",
+    "torch_compile_test",
+)
+
+
+def pytest_configure(config):
+    for mark in TRANSFORMERS_MARKS:
+        config.addinivalue_line("markers", f"{mark}: a transformers common-test mark")
 
 
 def data_path(relative: str):

@@ -93,6 +93,29 @@ def test_kernel_choice_is_validated(monkeypatch):
     assert fallback.model.layers[0].mlp.up_proj.kernel == "torch"
 
 
+def test_kernel_choice_stays_with_the_machine(monkeypatch, tmp_path):
+    """Saving never writes the kernel; a checkpoint written with "onednn" by an older version loads on a torch
+    build without oneDNN, and from_pretrained's argument still chooses."""
+    import json
+
+    model = PLMForMaskedLM(config_from_preset("tiny", cpu_linear_kernel="onednn"))
+    model.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    assert "cpu_linear_kernel" not in config_file.read_text()
+    assert "cpu_linear_kernel" not in model.config.to_diff_dict()
+    stored = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**stored, "cpu_linear_kernel": "onednn"}))  # as versions <= 0.1 wrote it
+
+    monkeypatch.setattr(modeling, "ONEDNN_AVAILABLE", False)
+    loaded = PLMForMaskedLM.from_pretrained(tmp_path)
+    assert loaded.config.cpu_linear_kernel == "auto"
+    assert loaded.model.layers[0].mlp.up_proj.kernel == "torch"
+    chosen = PLMForMaskedLM.from_pretrained(tmp_path, cpu_linear_kernel="torch")
+    assert chosen.model.layers[0].mlp.up_proj.kernel == "torch"
+    with pytest.raises(ValueError, match="needs a torch build with oneDNN"):
+        PLMForMaskedLM.from_pretrained(tmp_path, cpu_linear_kernel="onednn")
+
+
 @pytest.mark.parametrize("config_name", CONFIGS)
 def test_model_outputs_and_gradients_match_across_kernels(config_name, swissprot_sequences):
     reference, fast = twin_models(PLMForMaskedLM, config_name)
