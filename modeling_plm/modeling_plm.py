@@ -1095,7 +1095,7 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            **{CACHE_NAME: outputs[CACHE_NAME] if CACHE_NAME in outputs else None},
+            **{CACHE_NAME: outputs.get(CACHE_NAME)},
         )
 
     def generate(self, *args, **kwargs):
