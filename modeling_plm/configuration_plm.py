@@ -186,9 +186,8 @@ class PLMConfig(PretrainedConfig):
 
     def to_dict(self) -> dict:
         output = super().to_dict()
-        output.pop("_cpu_linear_kernel", None)
         for key in self.runtime_attributes:
-            output.pop(key, None)
+            output.pop(f"_{key}", None)  # each is stored behind its validating property
         return output
 
     @property
