@@ -18,8 +18,8 @@ from common import ESM_SHAPES, add_kernel_argument, esm_twin_folders, kernel_suf
 from transformers import EsmModel, EsmTokenizer
 
 import modeling_plm  # noqa: F401  (registers the Auto classes)
+from modeling_plm.inference.embedding import embed_sequences
 from modeling_plm.modeling_plm import PLMModel
-from modeling_plm.pipelines.embedding import embed_sequences
 from modeling_plm.tokenization_plm import PLMTokenizerFast
 
 

@@ -1,7 +1,7 @@
 """GPU benchmarks: training MFU with packing in bf16, and attention backends on packed batches.
 
 1. **MFU**: a `PLMForMaskedLM` of `--preset` (≥150M parameters by default) trains on packed rows of real Swiss-Prot
-   sequences in bf16 autocast with fused AdamW. MFU = exact training FLOPs per second (`modeling_plm.flops`,
+   sequences in bf16 autocast with fused AdamW. MFU = exact training FLOPs per second (`modeling_plm.training.flops`,
    attention over each sequence's real length included) / the GPU's dense bf16 peak (`--peak-tflops`; 989 for
    H100/H200 SXM).
 2. **Backends**: the same packed batches, forward + backward, with sdpa (per-sequence kernel calls),
@@ -25,9 +25,9 @@ from common import report, swissprot_sequences
 
 import modeling_plm  # noqa: F401  (registers the Auto classes)
 from modeling_plm import PLMForMaskedLM, PLMTokenizerFast, config_from_preset
-from modeling_plm.collators import MLMCollator
-from modeling_plm.flops import training_flops
-from modeling_plm.trainer import batch_sequence_lengths
+from modeling_plm.data.collators import MLMCollator
+from modeling_plm.training.flops import training_flops
+from modeling_plm.training.trainer import batch_sequence_lengths
 
 
 def synchronize(device: torch.device) -> None:

@@ -39,7 +39,7 @@ CHILD = textwrap.dedent(
             vector = model(**batch).last_hidden_state[0, 1:-1].mean(0)
         else:
             from modeling_plm import PLMModel, PLMTokenizerFast
-            from modeling_plm.pipelines.embedding import embed_sequences
+            from modeling_plm.inference.embedding import embed_sequences
             model = PLMModel.from_pretrained(folder, attn_implementation="sdpa", cpu_linear_kernel=kernel).eval()
             tokenizer = PLMTokenizerFast.from_pretrained(folder)
             if engine == "plm-whole":

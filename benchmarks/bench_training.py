@@ -28,7 +28,7 @@ from transformers import DataCollatorForLanguageModeling, EsmForMaskedLM, EsmTok
 
 import modeling_plm  # noqa: F401  (registers the Auto classes)
 from modeling_plm import PLMForMaskedLM, PLMTokenizerFast
-from modeling_plm.collators import MLMCollator
+from modeling_plm.data.collators import MLMCollator
 
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict) -> float:

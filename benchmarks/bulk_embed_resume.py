@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from common import SWISSPROT_SAMPLE, report
 
-from modeling_plm.data import find_data_dir
-from modeling_plm.pipelines.embedding import load_embeddings
+from modeling_plm.data.records import find_data_dir
+from modeling_plm.inference.embedding import load_embeddings
 
 
 def embed_command(model: str, fasta: str, output: Path, shard_size: int) -> list[str]:

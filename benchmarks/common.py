@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from transformers import EsmConfig, EsmForMaskedLM
 
-from modeling_plm.collators import STANDARD_AMINO_ACIDS
-from modeling_plm.convert import ESM2_VOCAB, convert_esm2
-from modeling_plm.data import find_data_dir, read_fasta
+from modeling_plm.data.collators import STANDARD_AMINO_ACIDS
+from modeling_plm.data.records import find_data_dir, read_fasta
+from modeling_plm.hub.convert import ESM2_VOCAB, convert_esm2
 
 RESULTS = Path(__file__).parent / "results"
 SWISSPROT_SAMPLE = "swissprot2014/sprot2014_sample50k_seed0.fasta.gz"

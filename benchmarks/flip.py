@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report  # noqa: E402
 
-from modeling_plm.data import find_data_dir  # noqa: E402
-from modeling_plm.finetune import (  # noqa: E402
+from modeling_plm.data.records import find_data_dir  # noqa: E402
+from modeling_plm.training.finetune import (  # noqa: E402
     FinetuneConfig,
     compute_metrics,
     finetune,
@@ -98,7 +98,7 @@ def frozen_embeddings(model_path: str, pooling: str):
     from transformers import AutoTokenizer
 
     from modeling_plm import PLMModel
-    from modeling_plm.pipelines.embedding import embed_sequences
+    from modeling_plm.inference.embedding import embed_sequences
 
     model = PLMModel.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)

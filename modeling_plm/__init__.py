@@ -15,7 +15,6 @@ from transformers import (
 )
 
 from .configuration_plm import PLMConfig
-from .lora import default_lora_config
 from .modeling_plm import (
     PLMForCausalLM,
     PLMForMaskedLM,
@@ -24,8 +23,9 @@ from .modeling_plm import (
     PLMModel,
     PLMPreTrainedModel,
 )
-from .presets import PRESETS, config_from_preset
 from .tokenization_plm import PLMTokenizerFast
+from .training.lora import default_lora_config
+from .training.presets import PRESETS, config_from_preset
 
 __version__ = "0.1.0"
 
@@ -45,7 +45,10 @@ for _auto_name, (_auto_class, _model_class) in AUTO_CLASSES.items():
 AutoTokenizer.register(PLMConfig, fast_tokenizer_class=PLMTokenizerFast, exist_ok=True)
 PLMTokenizerFast.register_for_auto_class("AutoTokenizer")
 
-from . import pipelines  # noqa: E402, F401  (registers the protein-* pipeline tasks; needs the Auto classes above)
+from . import inference  # noqa: E402, F401  (registers the protein-* pipeline tasks; needs the Auto classes above)
+from ._moved import install as _install_moved_modules  # noqa: E402
+
+_install_moved_modules()  # the import paths of modules that moved into subpackages
 
 __all__ = [
     "PLMConfig",

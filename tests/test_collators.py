@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
-from modeling_plm.collators import (
+from modeling_plm.data.collators import (
     IGNORE_INDEX,
     STANDARD_AMINO_ACIDS,
     CLMCollator,
@@ -457,7 +457,7 @@ def test_clm_packed_batch_matches_padded_on_the_model(tokenizer, swissprot_seque
 
 
 def test_glm_infill_inputs_match_the_documented_layout():
-    from modeling_plm.collators import glm_infill_inputs
+    from modeling_plm.data.collators import glm_infill_inputs
 
     tokenizer = PLMTokenizerFast()
     inputs = glm_infill_inputs(tokenizer, "MKT<smask>LV")

@@ -17,8 +17,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer, pipeline
 
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMModel, PLMTokenizerFast, config_from_preset
-from modeling_plm.data import read_fasta
-from modeling_plm.pipelines.embedding import (
+from modeling_plm.data.records import read_fasta
+from modeling_plm.inference.embedding import (
     ProteinEmbeddingPipeline,
     add_embed_arguments,
     embed_fasta,
@@ -280,7 +280,7 @@ KILLABLE_RUN = textwrap.dedent(
     import sys, torch
     import modeling_plm
     from transformers import AutoModel, AutoTokenizer
-    from modeling_plm.pipelines.embedding import embed_fasta
+    from modeling_plm.inference.embedding import embed_fasta
     torch.set_num_threads(1)
     folder, fasta, out = sys.argv[1:4]
     model = AutoModel.from_pretrained(folder).eval()

@@ -9,7 +9,7 @@ from transformers import AutoModelForMaskedLM, EsmConfig, EsmForMaskedLM, EsmTok
 
 from modeling_plm import PLMForMaskedLM, PLMTokenizerFast, config_from_preset
 from modeling_plm.cli import main
-from modeling_plm.convert import ESM2_VOCAB, convert_esm2, convert_plm_to_esm2
+from modeling_plm.hub.convert import ESM2_VOCAB, convert_esm2, convert_plm_to_esm2
 
 TOL = 1e-5
 # The GEMM of our projections: with "torch" (transformers' own) parity is to 1e-5 absolute; oneDNN (the default on

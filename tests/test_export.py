@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from modeling_plm import PLMForMaskedLM, PLMTokenizerFast, config_from_preset
-from modeling_plm.export import ExportError, check_auto_map, export_checkpoint, read_eval_results
+from modeling_plm.hub.export import ExportError, check_auto_map, export_checkpoint, read_eval_results
 from modeling_plm.modeling_plm import AUTO_MAP
-from modeling_plm.trainer import PretrainConfig, pretrain
+from modeling_plm.training.trainer import PretrainConfig, pretrain
 
 from .conftest import data_path
 
@@ -299,7 +299,7 @@ def test_push_without_a_token_fails_before_any_work(trained, tmp_path):
     script = textwrap.dedent(
         """
         import argparse, sys
-        from modeling_plm.export import add_export_arguments, run_export
+        from modeling_plm.hub.export import add_export_arguments, run_export
         args = add_export_arguments(argparse.ArgumentParser()).parse_args(sys.argv[1:])
         sys.exit(run_export(args))
         """

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
 
 from modeling_plm import PLMForMaskedLM, PLMForSequenceClassification, PLMTokenizerFast, config_from_preset
-from modeling_plm.finetune import (
+from modeling_plm.training.finetune import (
     FinetuneConfig,
     build_model,
     encode_examples,

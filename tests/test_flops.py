@@ -3,7 +3,7 @@
 import pytest
 
 from modeling_plm import PLMConfig, PLMModel
-from modeling_plm.flops import (
+from modeling_plm.training.flops import (
     attended_pairs,
     dense_forward_flops_per_token,
     flops_6nd,
@@ -68,8 +68,8 @@ def test_trainer_logs_the_same_flops_as_the_counter(tmp_path):
     import json
     import random
 
-    from modeling_plm.presets import config_from_preset
-    from modeling_plm.trainer import PretrainConfig, pretrain
+    from modeling_plm.training.presets import config_from_preset
+    from modeling_plm.training.trainer import PretrainConfig, pretrain
 
     rng = random.Random(0)
     length, batch, steps = 30, 4, 6

@@ -12,16 +12,16 @@ from transformers import pipeline
 
 import modeling_plm  # noqa: F401  (registers the Auto classes)
 from modeling_plm import PLMConfig, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
-from modeling_plm.collators import glm_infill_inputs
-from modeling_plm.convert import ESM2_VOCAB
-from modeling_plm.data import read_fasta
-from modeling_plm.pipelines.generation import (
+from modeling_plm.data.collators import glm_infill_inputs
+from modeling_plm.data.records import read_fasta
+from modeling_plm.hub.convert import ESM2_VOCAB
+from modeling_plm.inference.generation import (
     add_generate_arguments,
     generate_sequences,
     infill_sequences,
     run_generate,
 )
-from modeling_plm.presets import XTRIMOPGLM_ARCHITECTURE
+from modeling_plm.training.presets import XTRIMOPGLM_ARCHITECTURE
 
 RESIDUES = set("ACDEFGHIKLMNPQRSTVWYXBZUO")
 CONTEXT = 130  # max_position_embeddings of the test models

@@ -213,7 +213,7 @@ def glm_example(tokenizer, context: str, span: str):
 def test_packed_sdpa_runs_per_sequence_and_equals_eager_block_mask(objective, tokenizer, swissprot_sequences):
     """SDPA on packed rows attends one sequence at a time (no mask is built); eager uses the block-diagonal mask.
     Several rows, filler at the end of each, GLM spans and grouped-query attention: all equal."""
-    from modeling_plm.collators import build_collator
+    from modeling_plm.data.collators import build_collator
     from modeling_plm.modeling_plm import find_packed_sequence_ids, packed_sequence_segments
 
     batch = build_collator(objective, tokenizer, pack_length=160)(swissprot_sequences[:12], seed=0)

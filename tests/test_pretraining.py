@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM
-from modeling_plm.trainer import PretrainConfig, learning_rate_factor, load_pretrain_config, pretrain
+from modeling_plm.training.trainer import PretrainConfig, learning_rate_factor, load_pretrain_config, pretrain
 
 from .conftest import data_path
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from modeling_plm import PLMConfig
-from modeling_plm.presets import MODERN_ARCHITECTURE, config_from_preset
 from modeling_plm.scaling.cli import main as scaling_main
 from modeling_plm.scaling.fit import fit_envelope, fit_isoflop, fit_parametric, load_fits
 from modeling_plm.scaling.plan import PUBLISHED_LAWS, plan, shape_for_parameters, transfer_split
@@ -24,6 +23,7 @@ from modeling_plm.scaling.runs import (
     write_json_table,
 )
 from modeling_plm.scaling.validate import mask_ratio_ablation, read_transfer_curves, transfer_gains
+from modeling_plm.training.presets import MODERN_ARCHITECTURE, config_from_preset
 
 from .conftest import data_path
 
@@ -188,7 +188,7 @@ def test_released_ablations_best_mask_ratio_and_transfer_gain():
 
 
 def test_run_dir_of_a_real_transfer_pretrain_reads_back(tmp_path):
-    from modeling_plm.trainer import PretrainConfig, pretrain
+    from modeling_plm.training.trainer import PretrainConfig, pretrain
 
     rng = random.Random(0)
     fasta = tmp_path / "train.fasta"

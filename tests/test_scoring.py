@@ -11,8 +11,8 @@ from scipy.stats import spearmanr
 from transformers import pipeline
 
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
-from modeling_plm.data import read_fasta
-from modeling_plm.pipelines.scoring import (
+from modeling_plm.data.records import read_fasta
+from modeling_plm.inference.scoring import (
     STANDARD_AMINO_ACIDS,
     add_score_arguments,
     apply_mutations,

@@ -20,7 +20,7 @@ from modeling_plm import (
     PLMForTokenClassification,
     PLMModel,
 )
-from modeling_plm.presets import ESM2_ARCHITECTURE, MODERN_ARCHITECTURE, XTRIMOPGLM_ARCHITECTURE
+from modeling_plm.training.presets import ESM2_ARCHITECTURE, MODERN_ARCHITECTURE, XTRIMOPGLM_ARCHITECTURE
 
 from .conftest import REQUIRE_DATA_ENV
 from .transformers_suite import load_common_tests

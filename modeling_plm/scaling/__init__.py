@@ -8,7 +8,7 @@
 - `validate`: refits of the released logs, the mask-ratio ablation and the transfer gain.
 - `cli`: `plm scaling plan | fit | validate | sweep`.
 
-C = 6·N·D with N the non-embedding parameters (`modeling_plm.flops`).
+C = 6·N·D with N the non-embedding parameters (`modeling_plm.training.flops`).
 """
 
 from .fit import (

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..data import find_data_dir
+from ..data.records import find_data_dir
 
 EXAMPLES = """examples:
   plm scaling plan --flops 1e21 --objective mlm

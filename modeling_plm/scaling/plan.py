@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..configuration_plm import PLMConfig
-from ..presets import MODERN_ARCHITECTURE, PRESETS
+from ..training.presets import MODERN_ARCHITECTURE, PRESETS
 from .fit import PowerLaw, load_fits
 from .runs import format_count
 

@@ -24,7 +24,7 @@ Table columns (CSV header or JSON object keys), one row per point:
 | flops | one of tokens/flops | C; when missing it is 6·N·D, and D = C/(6N) when tokens is missing |
 | budget | no | the run's target compute C_target (empty: none) |
 | final | no | true/false; default: the row with the most compute of each run |
-| flops_exact | no | exact FLOPs including attention (`modeling_plm.flops.training_flops`) |
+| flops_exact | no | exact FLOPs including attention (`modeling_plm.training.flops.training_flops`) |
 """
 
 import csv

@@ -1,8 +1,8 @@
 """Scaling-law sweeps: train a grid of model sizes × compute budgets within a wall-clock budget.
 
 `plm scaling sweep CONFIG.yaml` (or `python training/scaling_sweep.py CONFIG.yaml`) trains, for every objective
-(`mlm`, `clm`), every model shape at every compute budget C with `modeling_plm.trainer.pretrain`, plus an optional
-transfer arm (`clm-mlm`: CLM for a fraction of the steps, then MLM, at the same total compute as an MLM run).
+(`mlm`, `clm`), every model shape at every compute budget C with `modeling_plm.training.trainer.pretrain`, plus an
+optional transfer arm (`clm-mlm`: CLM for a fraction of the steps, then MLM, at the same total compute as an MLM run).
 
 - **Budget → steps.** `max_steps = ceil(C / (6·N·tokens_per_step))`, N the non-embedding parameters. Rows are
   packed (`pack_length`) so tokens per step are nearly constant; the sweep measures them once by running the
@@ -52,10 +52,10 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..configuration_plm import PLMConfig
-from ..data import DataSource, ProteinStream, RecordPolicy, load_clusters, read_id_list
-from ..flops import non_embedding_parameters
-from ..presets import config_from_preset
-from ..trainer import Batcher, PretrainConfig, derived_seed, pretrain
+from ..data.records import DataSource, ProteinStream, RecordPolicy, load_clusters, read_id_list
+from ..training.flops import non_embedding_parameters
+from ..training.presets import config_from_preset
+from ..training.trainer import Batcher, PretrainConfig, derived_seed, pretrain
 from .runs import read_metrics
 
 GRID_OBJECTIVES = ("mlm", "clm")

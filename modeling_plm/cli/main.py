@@ -72,16 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     to_esm.add_argument("source", help="a modeling_plm checkpoint folder whose architecture ESM-2 can express")
     to_esm.add_argument("destination", help="output folder (EsmForMaskedLM safetensors, config, vocab.txt)")
 
-    from .pipelines.embedding import EMBED_HELP, add_embed_arguments
-    from .pipelines.generation import add_generate_arguments
-    from .pipelines.scoring import SCORE_HELP, add_score_arguments
+    from ..inference.embedding import EMBED_HELP, add_embed_arguments
+    from ..inference.generation import add_generate_arguments
+    from ..inference.scoring import SCORE_HELP, add_score_arguments
 
     add_embed_arguments(commands.add_parser("embed", help=EMBED_HELP))
     add_generate_arguments(
         commands.add_parser("generate", help="generate sequences or fill GLM spans (<smask>/<gmask>); writes FASTA")
     )
     add_score_arguments(commands.add_parser("score", help=SCORE_HELP))
-    from .export import EXPORT_HELP, add_export_arguments
+    from ..hub.export import EXPORT_HELP, add_export_arguments
 
     add_export_arguments(commands.add_parser("export", help=EXPORT_HELP))
     return parser
@@ -90,15 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "pretrain":
-        from .trainer import main as pretrain_main
+        from ..training.trainer import main as pretrain_main
 
         return pretrain_main(argv[1:])
     if argv and argv[0] == "finetune":
-        from .finetune import main as finetune_main
+        from ..training.finetune import main as finetune_main
 
         return finetune_main(argv[1:])
     if argv and argv[0] == "scaling":
-        from .scaling.cli import main as scaling_main
+        from ..scaling.cli import main as scaling_main
 
         return scaling_main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -107,28 +107,25 @@ def main(argv: list[str] | None = None) -> int:
 
         run_demo(args.model, args.preset, args.fasta, args.num_sequences, args.max_length, args.output_dir, args.seed)
     elif args.command == "convert":
-        from .convert import convert_esm2, convert_plm_to_esm2
+        from ..hub.convert import convert_esm2, convert_plm_to_esm2
 
         convert = convert_esm2 if args.direction == "esm2" else convert_plm_to_esm2
         print(f"Wrote {convert(args.source, args.destination)}")
     elif args.command == "embed":
-        from .pipelines.embedding import run_embed
+        from ..inference.embedding import run_embed
 
         return run_embed(args)
     elif args.command == "generate":
-        from .pipelines.generation import run_generate
+        from ..inference.generation import run_generate
 
         return run_generate(args)
     elif args.command == "score":
-        from .pipelines.scoring import run_score
+        from ..inference.scoring import run_score
 
         return run_score(args)
     elif args.command == "export":
-        from .export import run_export
+        from ..hub.export import run_export
 
         return run_export(args)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

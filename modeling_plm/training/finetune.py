@@ -45,14 +45,14 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from . import __version__
-from .collators import token_budget_batches
-from .data import _open_text, read_fasta
+from .. import __version__
+from ..data.collators import token_budget_batches
+from ..data.records import _open_text, read_fasta
+from ..modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
 from .lora import default_lora_config
-from .modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
 from .trainer import _parameter_groups, expand_data_path, learning_rate_factor
 
-logger = logging.getLogger("modeling_plm.finetune")
+logger = logging.getLogger("modeling_plm.training.finetune")
 
 TASKS = ("sequence-regression", "sequence-classification", "token-classification")
 METHODS = ("lora", "full")
@@ -1270,7 +1270,7 @@ FINETUNE_EXAMPLES = """examples:
   plm finetune training/configs/finetune_gb1.yaml --learning-rate 3e-3      # YAML keys = flags; flags win
   accelerate launch training/finetune.py training/configs/finetune_gb1.yaml  # same job on accelerate's launcher
 
-Reload: modeling_plm.finetune.load_finetuned(OUTPUT_DIR) (+ AutoTokenizer.from_pretrained(OUTPUT_DIR)).
+Reload: modeling_plm.training.finetune.load_finetuned(OUTPUT_DIR) (+ AutoTokenizer.from_pretrained(OUTPUT_DIR)).
 """
 
 
@@ -1420,5 +1420,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best valid {record['metric_for_best']} {_number(best)} at step {record['best_step']}")
     if "test" in record:
         print("test: " + ", ".join(f"{k} {_number(v)}" for k, v in record["test"].items()))
-    print(f"Saved to {output_dir} (load with modeling_plm.finetune.load_finetuned)")
+    print(f"Saved to {output_dir} (load with modeling_plm.training.finetune.load_finetuned)")
     return 0

@@ -5,7 +5,7 @@
 
 from typing import Any
 
-from .configuration_plm import PLMConfig
+from ..configuration_plm import PLMConfig
 
 # ESM-2's architecture: pre-LN LayerNorm, erf-GELU MLP, rotary, biases, ESM's LM head and token dropout.
 ESM2_ARCHITECTURE: dict[str, Any] = {

@@ -47,8 +47,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from ..collators import token_budget_batches
-from ..data import read_fasta
+from ..data.collators import token_budget_batches
+from ..data.records import read_fasta
 from ..tokenization_plm import INVALID_RESIDUE_POLICIES
 
 TASK = "protein-embedding"
@@ -389,7 +389,7 @@ class ProteinEmbeddingPipeline(Pipeline):
     """Per-residue and pooled protein embeddings: `pipeline("protein-embedding", model=...)`.
 
     ```python
-    import modeling_plm.pipelines  # registers the task
+    import modeling_plm.inference  # registers the task
     from transformers import pipeline
 
     embedder = pipeline("protein-embedding", model="runs/demo/final", pooling=["mean", "max"])
@@ -812,7 +812,7 @@ EMBED_EPILOG = """examples:
   plm embed runs/demo/final proteins.fasta out/emb --invalid-residues X   # map J, *, digits, ... to X
 
 read them back:
-  from modeling_plm.pipelines.embedding import load_embeddings
+  from modeling_plm.inference.embedding import load_embeddings
   for index, record_id, arrays in load_embeddings("out/embeddings"): arrays["mean"]  # (H,)
 """
 
@@ -896,6 +896,6 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    standalone = argparse.ArgumentParser(prog="python -m modeling_plm.pipelines.embedding")
+    standalone = argparse.ArgumentParser(prog="python -m modeling_plm.inference.embedding")
     add_embed_arguments(standalone)
     sys.exit(run_embed(standalone.parse_args()))

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
 
-from .configuration_plm import PLMConfig
-from .modeling_plm import PLMForMaskedLM
-from .presets import ESM2_ARCHITECTURE
-from .tokenization_plm import PLMTokenizerFast, read_vocab_file
+from ..configuration_plm import PLMConfig
+from ..modeling_plm import PLMForMaskedLM
+from ..tokenization_plm import PLMTokenizerFast, read_vocab_file
+from ..training.presets import ESM2_ARCHITECTURE
 
 # ESM parameter names (without the "esm." prefix of EsmForMaskedLM) and their PLM names.
 _NAME_TEMPLATES = [

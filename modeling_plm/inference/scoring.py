@@ -48,8 +48,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer, Pipeline, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from ..collators import STANDARD_AMINO_ACIDS
-from ..data import read_fasta
+from ..data.collators import STANDARD_AMINO_ACIDS
+from ..data.records import read_fasta
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

@@ -7,7 +7,7 @@ three forward passes (forward + backward ≈ 2× forward). FLOPs count a multipl
 
 from collections.abc import Sequence
 
-from .configuration_plm import PLMConfig
+from ..configuration_plm import PLMConfig
 
 
 def non_embedding_parameters(config: PLMConfig) -> int:

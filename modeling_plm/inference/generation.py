@@ -19,7 +19,7 @@ is generated after the context as `<sop> ...` at the position of its `<smask>`, 
 `<eop>`; spans are filled left to right and each span sees the ones filled before it (the `<eop>` of a finished span
 is not kept, as in training, where it is only a label). The alternative, writing each finished span into the context
 and infilling the next `<smask>` as if it were the only one, would show the model contexts that GLMCollator never
-builds. The first span's inputs are exactly `modeling_plm.collators.glm_infill_inputs`; `_glm_inputs` extends that
+builds. The first span's inputs are exactly `modeling_plm.data.collators.glm_infill_inputs`; `_glm_inputs` extends that
 layout to the later spans.
 """
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from .data import find_data_dir, read_fasta
-from .pipelines.embedding import embed_sequences
-from .pipelines.generation import generate_sequences, infill_sequences
-from .presets import config_from_preset
-from .tokenization_plm import PLMTokenizerFast
+from ..data.records import find_data_dir, read_fasta
+from ..inference.embedding import embed_sequences
+from ..inference.generation import generate_sequences, infill_sequences
+from ..tokenization_plm import PLMTokenizerFast
+from ..training.presets import config_from_preset
 
 SWISSPROT_SAMPLE = "swissprot2014/sprot2014_sample50k_seed0.fasta.gz"
 

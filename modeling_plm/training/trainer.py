@@ -36,10 +36,10 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 
-from . import __version__
-from .collators import GLMCollator, build_collator, pack_rows
-from .configuration_plm import PLMConfig
-from .data import (
+from .. import __version__
+from ..configuration_plm import PLMConfig
+from ..data.collators import GLMCollator, build_collator, pack_rows
+from ..data.records import (
     DATA_DIR_ENV,
     DataSource,
     ProteinStream,
@@ -49,12 +49,12 @@ from .data import (
     load_clusters,
     read_id_list,
 )
+from ..modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
+from ..tokenization_plm import PLMTokenizerFast
 from .flops import flops_6nd, non_embedding_parameters, training_flops
-from .modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
 from .presets import config_from_preset
-from .tokenization_plm import PLMTokenizerFast
 
-logger = logging.getLogger("modeling_plm.trainer")
+logger = logging.getLogger("modeling_plm.training.trainer")
 
 OBJECTIVES = ("mlm", "clm", "glm", "clm-mlm")
 ATTENTION_OF_OBJECTIVE = {"mlm": "bidirectional", "clm": "causal", "glm": "glm"}

@@ -36,9 +36,9 @@ from transformers import (
     GenerationConfig,
 )
 
-from . import __version__
-from .modeling_plm import AUTO_MAP
-from .scaling.plan import PUBLISHED_LAWS, place_on_law
+from .. import __version__
+from ..modeling_plm import AUTO_MAP
+from ..scaling.plan import PUBLISHED_LAWS, place_on_law
 
 # model_cards/ ships inside the wheel as the package modeling_plm.model_cards (a pyproject package-dir mapping).
 TEMPLATE_PATH = Path(str(importlib.resources.files("modeling_plm.model_cards").joinpath("template.md")))

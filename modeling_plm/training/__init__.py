@@ -1,0 +1,2 @@
+"""Training: the accelerate loop for pretraining (`trainer`) and fine-tuning (`finetune`), model presets, LoRA
+defaults and FLOPs accounting (`flops`)."""
