@@ -1,5 +1,6 @@
 """The bundled demo: one checkpoint used as masked LM, embedder, causal LM and GLM infiller on real sequences."""
 
+import argparse
 import itertools
 import math
 from pathlib import Path
@@ -14,6 +15,37 @@ from ..tokenization_plm import PLMTokenizerFast
 from ..training.presets import config_from_preset
 
 SWISSPROT_SAMPLE = "swissprot2014/sprot2014_sample50k_seed0.fasta.gz"
+HELP = "build a small model and use it as masked LM, causal LM and GLM infiller on real sequences"
+PARSER_OPTIONS = {
+    "formatter_class": argparse.ArgumentDefaultsHelpFormatter,
+    "epilog": (
+        "examples:\n  plm demo --model runs/demo/final\n"
+        "  plm demo --preset small --fasta my_proteins.fasta.gz --num-sequences 16"
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="a trained checkpoint folder (default: build an untrained one)")
+    parser.add_argument("--preset", default="small", help="model preset when no --model (see modeling_plm.PRESETS)")
+    parser.add_argument("--fasta", default=None, help="FASTA(.gz) of sequences; default: the shared Swiss-Prot sample")
+    parser.add_argument("--num-sequences", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=200, help="skip longer sequences")
+    parser.add_argument("--output-dir", default="outputs/demo-model")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo(
+        model=args.model,
+        preset=args.preset,
+        fasta=args.fasta,
+        num_sequences=args.num_sequences,
+        max_length=args.max_length,
+        output_dir=args.output_dir,
+        seed=args.seed,
+    )
+    return 0
 
 
 def default_fasta() -> Path:
