@@ -16,6 +16,7 @@ MOVED = {
     "modeling_plm.export": "modeling_plm.hub.export",
     "modeling_plm.convert": "modeling_plm.hub.convert",
     "modeling_plm.demo": "modeling_plm.cli.demo",
+    "modeling_plm.scaling.cli": "modeling_plm.cli.scaling",
     "modeling_plm.pipelines": "modeling_plm.inference",
     "modeling_plm.pipelines.embedding": "modeling_plm.inference.embedding",
     "modeling_plm.pipelines.generation": "modeling_plm.inference.generation",

@@ -298,10 +298,9 @@ def test_missing_tokenizer_pickled_weights_and_missing_folder_are_refused(traine
 def test_push_without_a_token_fails_before_any_work(trained, tmp_path):
     script = textwrap.dedent(
         """
-        import argparse, sys
-        from modeling_plm.hub.export import add_export_arguments, run_export
-        args = add_export_arguments(argparse.ArgumentParser()).parse_args(sys.argv[1:])
-        sys.exit(run_export(args))
+        import sys
+        from modeling_plm.cli import main
+        sys.exit(main(["export", *sys.argv[1:]]))
         """
     )
     env = {key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}

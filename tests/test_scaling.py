@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from modeling_plm import PLMConfig
-from modeling_plm.scaling.cli import main as scaling_main
+from modeling_plm.cli.scaling import main as scaling_main
 from modeling_plm.scaling.fit import fit_envelope, fit_isoflop, fit_parametric, load_fits
 from modeling_plm.scaling.plan import PUBLISHED_LAWS, plan, shape_for_parameters, transfer_split
 from modeling_plm.scaling.runs import (

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modeling_plm.scaling.sweep import main, read_runs_csv
+from modeling_plm.cli.scaling import dispatch
+from modeling_plm.scaling.sweep import read_runs_csv
 
 from .conftest import data_path
 
@@ -61,7 +62,7 @@ def without_timing(metrics: Path | str) -> list[dict]:
 def test_sweep_table_resume_and_time_budget(tmp_path, capsys):
     config = write_sweep_yaml(tmp_path)
     out = tmp_path / "sweep"
-    assert main([str(config), "--quiet"]) == 0
+    assert dispatch(["sweep", str(config), "--quiet"]) == 0
     rows = {row["run"]: row for row in read_runs_csv(out / "runs.csv")}
     plan = {row["run"]: row for row in read_runs_csv(out / "plan.csv")}
     assert set(plan) == {f"mlm_{shape}_C{budget}" for shape in ("h16l1", "h32l1") for budget in ("4e7", "4e11")}
@@ -97,8 +98,8 @@ def test_sweep_table_resume_and_time_budget(tmp_path, capsys):
 
     # The report fits what the finished runs support (one budget: no IsoFLOP, said so) and draws the figures.
     figures = tmp_path / "figures"
-    assert main([str(config), "--quiet", "--dry-run", "--report-dir", str(figures), "--figure-prefix", "t_",
-                 "--bootstrap", "4", "--parametric-bootstrap", "2"]) == 0  # fmt: skip
+    assert dispatch(["sweep", str(config), "--quiet", "--dry-run", "--report-dir", str(figures),
+                     "--figure-prefix", "t_", "--bootstrap", "4", "--parametric-bootstrap", "2"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "mlm       isoflop     not fitted" in printed and (out / "fit.json").exists()
     assert (figures / "t_loss_vs_compute_mlm.png").stat().st_size > 1000
@@ -106,7 +107,7 @@ def test_sweep_table_resume_and_time_budget(tmp_path, capsys):
     # A second invocation retrains nothing: the finished runs' records are untouched.
     record_files = {name: out / name / "final" / "training_record.json" for name in rows}
     stamps = {name: path.stat().st_mtime_ns for name, path in record_files.items()}
-    assert main([str(config), "--quiet"]) == 0
+    assert dispatch(["sweep", str(config), "--quiet"]) == 0
     assert {name: path.stat().st_mtime_ns for name, path in record_files.items()} == stamps
     assert read_runs_csv(out / "runs.csv") == list(rows.values())
     assert {row["run"]: row["status"] for row in read_runs_csv(out / "plan.csv")}["mlm_h16l1_C4e7"] == "done"
@@ -117,13 +118,13 @@ def test_sweep_table_resume_and_time_budget(tmp_path, capsys):
     metrics_before = (small / "metrics.jsonl").read_text()
     assert without_timing(metrics_before)[-1]["step"] == rows["mlm_h16l1_C4e7"]["steps"]
     shutil.rmtree(small / "final")
-    assert main([str(config), "--quiet", "--only", "mlm_*_C4e7"]) == 0
+    assert dispatch(["sweep", str(config), "--quiet", "--only", "mlm_*_C4e7"]) == 0
     assert (small / "metrics.jsonl").read_text() == metrics_before
     again = {row["run"]: row for row in read_runs_csv(out / "runs.csv")}
     assert again["mlm_h16l1_C4e7"]["loss"] == pytest.approx(rows["mlm_h16l1_C4e7"]["loss"], abs=1e-6)
     shutil.rmtree(small / "final")
     shutil.rmtree(small / "checkpoints")
-    assert main([str(config), "--quiet", "--only", "mlm_h16l1_C4e7"]) == 0
+    assert dispatch(["sweep", str(config), "--quiet", "--only", "mlm_h16l1_C4e7"]) == 0
     # No leftover rows from the first attempt: the same rows, step for step (timings aside).
     assert without_timing(small / "metrics.jsonl") == without_timing(metrics_before)
     again = {row["run"]: row for row in read_runs_csv(out / "runs.csv")}
@@ -132,15 +133,15 @@ def test_sweep_table_resume_and_time_budget(tmp_path, capsys):
 
 def test_plan_errors_are_explicit(tmp_path):
     with pytest.raises(ValueError, match="unknown PLMConfig fields"):
-        main([str(write_sweep_yaml(tmp_path, shapes={"bad": {"hiden_size": 16}})), "--dry-run"])
+        dispatch(["sweep", str(write_sweep_yaml(tmp_path, shapes={"bad": {"hiden_size": 16}})), "--dry-run"])
     with pytest.raises(ValueError, match="set by the sweep"):
-        main([str(write_sweep_yaml(tmp_path, base={"max_steps": 10}))])
+        dispatch(["sweep", str(write_sweep_yaml(tmp_path, base={"max_steps": 10}))])
     # A finished run trained with another plan is not silently reused.
     config = write_sweep_yaml(tmp_path, budgets=[SMALL_BUDGET], time_budget_minutes=None)
-    assert main([str(config), "--quiet", "--only", "mlm_h32l1_*"]) == 0
+    assert dispatch(["sweep", str(config), "--quiet", "--only", "mlm_h32l1_*"]) == 0
     changed = write_sweep_yaml(tmp_path, budgets=[SMALL_BUDGET], time_budget_minutes=None)
     raw = yaml.safe_load(changed.read_text())
     raw["shapes"]["h32l1"]["intermediate_size"] = 96
     changed.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match="trained with a different plan"):
-        main([str(changed), "--quiet", "--only", "mlm_h32l1_*"])
+        dispatch(["sweep", str(changed), "--quiet", "--only", "mlm_h32l1_*"])

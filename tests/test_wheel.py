@@ -227,7 +227,7 @@ def test_imports_and_save_load_pipeline_round_trip_from_outside_the_repo(install
     assert REPO not in module_file.parents
     assert Path(result["tokenizer_file"]).is_file()
     # walk_packages found the subpackages (and their modules) in the installed copy.
-    for name in ("modeling_plm.cli", "modeling_plm.scaling.cli", "modeling_plm.inference.embedding"):
+    for name in ("modeling_plm.cli", "modeling_plm.cli.scaling", "modeling_plm.inference.embedding"):
         assert name in result["imported"], result["imported"]
     on_disk = set()
     for path in (REPO / "modeling_plm").rglob("*.py"):

@@ -6,7 +6,7 @@ The same job as `plm scaling sweep CONFIG.yaml`; `--help` lists the flags, with 
 
 import sys
 
-from modeling_plm.scaling.sweep import main
+from modeling_plm.cli.scaling import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["sweep", *sys.argv[1:]]))

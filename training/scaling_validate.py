@@ -7,7 +7,7 @@ The same job as `plm scaling validate`; regenerates the tables and figures of do
 
 import sys
 
-from modeling_plm.scaling.cli import main
+from modeling_plm.cli.scaling import main
 
 if __name__ == "__main__":
     sys.exit(main(["validate", *sys.argv[1:]]))

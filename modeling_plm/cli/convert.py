@@ -1,8 +1,11 @@
-"""`plm convert esm2 SRC DST` and `plm convert to-esm2 SRC DST`."""
+"""`plm convert FAMILY SOURCE DESTINATION`: one subcommand per registered converter (`esm2`, `to-esm2`, ...; see
+`modeling_plm.hub.convert.CONVERTERS`)."""
 
 import argparse
 
-HELP = "convert checkpoints between transformers' ESM-2 and modeling_plm"
+from ..hub.convert import CONVERTERS
+
+HELP = "convert checkpoints between other model families (ESM-2) and modeling_plm"
 PARSER_OPTIONS = {
     "formatter_class": argparse.RawDescriptionHelpFormatter,
     "epilog": (
@@ -16,17 +19,12 @@ PARSER_OPTIONS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     directions = parser.add_subparsers(dest="direction", required=True)
-    to_plm = directions.add_parser("esm2", help="ESM-2 checkpoint (folder or hub id) -> modeling_plm checkpoint")
-    to_plm.add_argument("source", help="folder with config.json, model.safetensors or pytorch_model.bin, vocab.txt")
-    to_plm.add_argument("destination", help="output folder (safetensors, config, remote code, tokenizer)")
-    to_esm = directions.add_parser("to-esm2", help="modeling_plm checkpoint -> transformers ESM-2 checkpoint")
-    to_esm.add_argument("source", help="a modeling_plm checkpoint folder whose architecture ESM-2 can express")
-    to_esm.add_argument("destination", help="output folder (EsmForMaskedLM safetensors, config, vocab.txt)")
+    for name, converter in CONVERTERS.items():
+        direction = directions.add_parser(name, help=converter.help)
+        direction.add_argument("source", help=converter.source_help)
+        direction.add_argument("destination", help=converter.destination_help)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub.convert import convert_esm2, convert_plm_to_esm2
-
-    convert = convert_esm2 if args.direction == "esm2" else convert_plm_to_esm2
-    print(f"Wrote {convert(args.source, args.destination)}")
+    print(f"Wrote {CONVERTERS[args.direction].convert(args.source, args.destination)}")
     return 0

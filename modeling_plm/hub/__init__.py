@@ -1,2 +1,3 @@
-"""Hub: export to a self-contained safetensors folder with a model card (`export`), and converters from other
-families' checkpoints (`convert`)."""
+"""Hub: `export` writes (and pushes) a self-contained hub folder, `model_card` renders its README from the
+checkpoint's provenance, `convert` registers the converters of other families' checkpoints (`converters/`, one
+module per family)."""

@@ -1,31 +1,26 @@
-"""Export a checkpoint as a Hugging Face hub repository: `plm export CHECKPOINT OUT [--push REPO_ID]`.
+"""Export a checkpoint as a Hugging Face hub repository (`plm export CHECKPOINT OUT [--push REPO_ID]`).
 
 The exported folder holds safetensors weights (sharded with an index above `max_shard_size`), `config.json` with an
 `auto_map` entry for AutoConfig and every AutoModel* class, the self-contained remote-code files, the tokenizer files
 (with their own `auto_map`), `generation_config.json`, the provenance files of the checkpoint
 (`training_record.json`, `conversion.json`, `eval_results.json` when present or given) and `README.md`, the model
-card rendered from `model_cards/template.md`. Every number in the card is read from the checkpoint (config, the
-loaded model) or from those provenance files.
+card (`modeling_plm.hub.model_card`). This module checks the checkpoint before any work, writes the folder, checks
+what it wrote, and pushes it.
 
 The protein-* pipelines import package internals, so they are not shipped as hub custom pipelines (a hub
 `custom_pipelines` entry needs a self-contained pipeline file); the card says that `pip install modeling_plm`
 provides them.
 """
 
-import argparse
 import ast
-import datetime
-import importlib.resources
 import json
 import math
 import os
-import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub import HfApi, get_token
 from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoModelForCausalLM,
@@ -38,10 +33,8 @@ from transformers import (
 
 from .. import __version__
 from ..modeling_plm import AUTO_MAP
-from ..scaling.plan import PUBLISHED_LAWS, place_on_law
+from .model_card import TEMPLATE_PATH, render_model_card
 
-# model_cards/ ships inside the wheel as the package modeling_plm.model_cards (a pyproject package-dir mapping).
-TEMPLATE_PATH = Path(str(importlib.resources.files("modeling_plm.model_cards").joinpath("template.md")))
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -56,21 +49,6 @@ LOADERS = {
     "PLMForSequenceClassification": AutoModelForSequenceClassification,
     "PLMForTokenClassification": AutoModelForTokenClassification,
 }
-PIPELINE_TAG_OF_OBJECTIVE = {"mlm": "fill-mask", "glm": "fill-mask", "clm-mlm": "fill-mask", "clm": "text-generation"}
-PIPELINE_TAG_OF_ARCHITECTURE = {
-    "PLMForMaskedLM": "fill-mask",
-    "PLMForCausalLM": "text-generation",
-    "PLMForSequenceClassification": "text-classification",
-    "PLMForTokenClassification": "token-classification",
-}
-# huggingface_hub groups results by task type and dataset, so task names stay generic; metric names carry the
-# objective.
-EVAL_TASK_OF_OBJECTIVE = {
-    "mlm": ("fill-mask", "Fill-Mask"),
-    "clm": ("text-generation", "Text Generation"),
-    "glm": ("fill-mask", "Fill-Mask"),
-}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Sampling defaults written to generation_config.json (ProGen2-style nucleus sampling); users override per call.
 SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 1.0, "top_p": 0.95}
 
@@ -203,260 +181,6 @@ def check_self_contained(folder: Path) -> None:
                 raise ExportError(f"{path.name} imports the modeling_plm package, so it is not self-contained")
 
 
-# ---- the model card --------------------------------------------------------------------------------------------
-def _int(value: float) -> str:
-    return f"{round(value):,}"
-
-
-def _flops(value: float) -> str:
-    return f"{round(value):,} ({value:.3e})"
-
-
-def _hub_id_or_none(value: str | None) -> str | None:
-    if value and HUB_ID.match(value) and not Path(value).exists():
-        return value
-    return None
-
-
-def _source_names(record: dict[str, Any]) -> list[str]:
-    return [source["name"] for source in record.get("data", {}).get("train", [])]
-
-
-def _validation_description(record: dict[str, Any]) -> str:
-    valid = record.get("data", {}).get("valid")
-    if isinstance(valid, list) and valid:
-        return ", ".join(source["name"] for source in valid)
-    fraction = record.get("data", {}).get("valid_fraction")
-    names = ", ".join(_source_names(record))
-    share = f"{fraction:.2%} " if isinstance(fraction, (int, float)) else ""
-    return f"held-out split ({share}of the training records) of {names}"
-
-
-def _objective_details(objective: str, config: dict[str, Any]) -> str:
-    """A sentence about one objective; its numeric knobs come from the record's config."""
-    if objective == "mlm":
-        return (
-            f"masked language modelling: bidirectional attention, {config.get('mask_ratio')} of residues selected "
-            "for prediction (ESM-2 style)"
-        )
-    if objective == "clm":
-        return "causal language modelling: next-residue prediction with causal attention (ProGen2 style)"
-    if objective == "glm":
-        return (
-            "GLM (xTrimoPGLM style): per sequence, masked-LM with probability "
-            f"{config.get('glm_mlm_probability')}, short-span blank infilling (`<smask>`) with probability "
-            f"{config.get('glm_span_probability')}, suffix generation (`<gmask>`) with probability "
-            f"{config.get('glm_gmask_probability')}"
-        )
-    return objective
-
-
-def architecture_rows(config: Any) -> list[tuple[str, str]]:
-    return [
-        ("Architecture", ", ".join(config.architectures or []) or "PLMModel"),
-        ("Layers", str(config.num_hidden_layers)),
-        ("Hidden size", str(config.hidden_size)),
-        ("Attention heads", str(config.num_attention_heads)),
-        ("Key/value heads", str(config.num_key_value_heads)),
-        ("Head dimension", str(config.head_dim)),
-        ("Intermediate size", str(config.intermediate_size)),
-        ("MLP", f"{config.mlp_type} ({config.hidden_act})"),
-        ("Normalisation", f"{config.norm_type}, {config.norm_scheme}"),
-        ("Positions", config.position_embedding_type),
-        ("Context (tokens, incl. `<bos>`/`<eos>`)", str(config.max_position_embeddings)),
-        ("Vocabulary", str(config.vocab_size)),
-        ("Tied input/output embeddings", str(bool(config.tie_word_embeddings))),
-    ]
-
-
-def build_card_data(
-    *,
-    model_name: str,
-    architecture: str,
-    record: dict[str, Any] | None,
-    conversion: dict[str, Any] | None,
-    license: str,
-    datasets: list[str] | None,
-    eval_entries: list[dict[str, Any]] | None,
-) -> ModelCardData:
-    objective = record["objective"] if record else None
-    pipeline_tag = PIPELINE_TAG_OF_OBJECTIVE.get(objective or "") or PIPELINE_TAG_OF_ARCHITECTURE.get(
-        architecture, "fill-mask"
-    )
-    tags = ["protein", "biology", "protein-language-model", "modeling_plm"]
-    if objective:
-        tags.append(objective)
-    if conversion:
-        tags.append(str(conversion.get("converted_from")))
-    base_model = None
-    if conversion:
-        base_model = _hub_id_or_none(conversion.get("base_model"))
-    elif record:
-        base_model = _hub_id_or_none(record.get("config", {}).get("init_from"))
-    results: list[EvalResult] = []
-    for entry in eval_entries or []:
-        results.append(
-            EvalResult(
-                task_type=entry["task"],
-                task_name=entry.get("task_name"),
-                dataset_type=entry["dataset"],
-                dataset_name=entry.get("dataset_name", entry["dataset"]),
-                dataset_split=entry.get("dataset_split"),
-                metric_type=entry["metric"],
-                metric_name=entry.get("metric_name"),
-                metric_value=entry["value"],
-                source_name=entry.get("source"),
-            )
-        )
-    if record and record.get("final_eval"):
-        # The run's own validation numbers: a held-out split of the training source, named as such.
-        valid = _validation_description(record)
-        for eval_objective, values in sorted(record["final_eval"].items()):
-            task_type, task_name = EVAL_TASK_OF_OBJECTIVE[eval_objective]
-            for metric in ("loss", "perplexity"):
-                results.append(
-                    EvalResult(
-                        task_type=task_type,
-                        task_name=task_name,
-                        dataset_type="validation-split",
-                        dataset_name=valid,
-                        dataset_split="validation",
-                        metric_type=metric,
-                        metric_name=f"{eval_objective} {metric}",
-                        metric_value=values[metric],
-                    )
-                )
-    return ModelCardData(
-        model_name=model_name,
-        library_name="transformers",
-        pipeline_tag=pipeline_tag,
-        tags=tags,
-        license=license,
-        datasets=datasets if datasets else (_source_names(record) if record else None) or None,
-        base_model=base_model,
-        eval_results=results or None,
-    )
-
-
-def compute_context(config: Any, record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """C, N, D, D/N from the record; the published exponents of the objective(s) it used."""
-    if not record:
-        return None
-    n, d = record["non_embedding_parameters"], record["tokens"]
-    objectives = sorted({phase["objective"] for phase in record["phases"]})
-    # The published laws of `plm scaling` (modeling_plm.scaling.plan.PUBLISHED_LAWS), evaluated at this model's C.
-    laws = []
-    for name, law in PUBLISHED_LAWS.items():
-        if name in objectives or "glm" in objectives:
-            placed = place_on_law(n, d, name)
-            laws.append(
-                {
-                    "objective": name.upper(),
-                    "n_exponent": f"{law.n_opt.exponent:.3f}",
-                    "d_exponent": f"{law.d_opt.exponent:.3f}",
-                    "n_coefficient": f"{law.n_opt.coefficient:.3g}",
-                    "d_coefficient": f"{law.d_opt.coefficient:.3g}",
-                    "n_opt": _int(placed["n_opt"]),
-                    "d_opt": _int(placed["d_opt"]),
-                    "n_ratio": f"{placed['n_ratio']:.3g}",
-                    "d_ratio": f"{placed['d_ratio']:.3g}",
-                }
-            )
-    return {
-        "flops_6nd": _flops(record["flops_6nd"]),
-        "flops": _flops(record["flops"]),
-        "n": _int(n),
-        "d": _int(d),
-        "tokens_per_parameter": f"{d / n:.4g}",
-        "laws": laws,
-        "glm": "glm" in objectives,
-    }
-
-
-def render_model_card(
-    folder: Path,
-    *,
-    model: Any,
-    record: dict[str, Any] | None,
-    conversion: dict[str, Any] | None,
-    eval_entries: list[dict[str, Any]] | None,
-    repo_id: str | None,
-    license: str,
-    datasets: list[str] | None,
-) -> ModelCard:
-    if not TEMPLATE_PATH.is_file():
-        raise ExportError(
-            f"model-card template {TEMPLATE_PATH} not found: the modeling_plm install is incomplete "
-            "(reinstall it; model_cards/template.md ships as modeling_plm.model_cards)"
-        )
-    config = model.config
-    architecture = (config.architectures or ["PLMForMaskedLM"])[0]
-    model_name = repo_id.split("/")[-1] if repo_id else folder.name
-    card_data = build_card_data(
-        model_name=model_name,
-        architecture=architecture,
-        record=record,
-        conversion=conversion,
-        license=license,
-        datasets=datasets,
-        eval_entries=eval_entries,
-    )
-    record_config = (record or {}).get("config", {})
-    phases = [
-        {
-            "index": index + 1,
-            "objective": phase["objective"],
-            "details": _objective_details(phase["objective"], record_config),
-            "steps": _int(phase["steps"]),
-            "tokens": _int(phase["tokens"]),
-            "flops_6nd": _flops(phase["flops_6nd"]),
-            "flops": _flops(phase["flops"]),
-        }
-        for index, phase in enumerate((record or {}).get("phases", []))
-    ]
-    validation = [
-        {"objective": name, "loss": f"{values['loss']:.4f}", "perplexity": f"{values['perplexity']:.3f}"}
-        for name, values in sorted(((record or {}).get("final_eval") or {}).items())
-    ]
-    initial = {
-        name: f"{values['perplexity']:.3f}" for name, values in ((record or {}).get("initial_eval") or {}).items()
-    }
-    for row in validation:
-        row["initial_perplexity"] = initial.get(row["objective"], "n/a")
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(TEMPLATE_PATH),
-        model_name=model_name,
-        usage_id=repo_id or str(folder),
-        architecture_rows=architecture_rows(config),
-        parameters=_int(model.num_parameters()),
-        backbone_parameters=_int(config.num_parameters(include_embeddings=True)),
-        non_embedding_parameters=_int(config.num_parameters(include_embeddings=False)),
-        pipeline_tag=card_data.pipeline_tag,
-        record=record,
-        objective=(record or {}).get("objective"),
-        phases=phases,
-        train_sources=(record or {}).get("data", {}).get("train", []),
-        validation_description=_validation_description(record) if record else None,
-        record_stats=(record or {}).get("data", {}).get("record_stats_last_phase"),
-        tokens=_int(record["tokens"]) if record else None,
-        steps=_int(record["steps"]) if record else None,
-        crop_length=record_config.get("crop_length"),
-        hardware=f"{record['world_size']} × {record['device']}, mixed precision {record['mixed_precision']}"
-        if record
-        else None,
-        wall_time=f"{record['wall_time_s']:,.0f} s ({record['wall_time_s'] / 3600:.2f} h)" if record else None,
-        validation=validation,
-        compute=compute_context(config, record),
-        conversion=conversion,
-        base_model=card_data.base_model,
-        eval_entries=eval_entries or [],
-        context=config.max_position_embeddings,
-        version=(record or {}).get("modeling_plm_version", __version__),
-        year=datetime.date.today().year,
-    )
-
-
 # ---- export ----------------------------------------------------------------------------------------------------
 def _require_token(push: bool, repo_id: str | None, token: str | None) -> str | None:
     if not push:
@@ -470,6 +194,90 @@ def _require_token(push: bool, repo_id: str | None, token: str | None) -> str | 
             "(nothing was written)."
         )
     return token
+
+
+def read_provenance(checkpoint: Path, eval_results: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The training record, conversion record and evaluation entries the card is built from (None when absent)."""
+    provenance = {"record": None, "conversion": None, "eval_entries": None}
+    if (checkpoint / "training_record.json").is_file():
+        provenance["record"] = read_json_file(checkpoint / "training_record.json", "training record")
+    if (checkpoint / "conversion.json").is_file():
+        provenance["conversion"] = read_json_file(checkpoint / "conversion.json", "conversion record")
+    if eval_results is not None:
+        provenance["eval_entries"] = read_eval_results(Path(eval_results))
+    return provenance
+
+
+def load_checkpoint(checkpoint: Path, record: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The model (with the head its config names) and tokenizer; refuses a partial load or another run's record."""
+    config = read_json_file(checkpoint / "config.json", "config")
+    architecture = (config.get("architectures") or ["PLMForMaskedLM"])[0]
+    loader = LOADERS.get(architecture, AutoModelForMaskedLM)
+    model, loading_info = loader.from_pretrained(checkpoint, output_loading_info=True)
+    problems = {key: value for key, value in loading_info.items() if value and key != "error_msgs"}
+    if problems or loading_info.get("error_msgs"):
+        raise ExportError(f"{checkpoint} does not load cleanly as {architecture}: {loading_info}")
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    if record and record.get("non_embedding_parameters") != model.config.num_parameters():
+        raise ExportError(
+            f"{checkpoint / 'training_record.json'} says {record.get('non_embedding_parameters')} non-embedding "
+            f"parameters but the model has {model.config.num_parameters()}: the record is not this checkpoint's"
+        )
+    return model, tokenizer
+
+
+def write_hub_folder(
+    output_dir: Path,
+    *,
+    checkpoint: Path,
+    model: Any,
+    tokenizer: Any,
+    eval_entries: list[dict[str, Any]] | None,
+    max_shard_size: int | str,
+) -> None:
+    """Weights, config and remote code (save_pretrained copies the code files), tokenizer, generation config and
+    the provenance files."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(output_dir)
+    GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_length=model.config.max_position_embeddings,
+        **SAMPLING_DEFAULTS,
+    ).save_pretrained(output_dir)
+    for name in PROVENANCE_FILES:
+        if (checkpoint / name).is_file():
+            shutil.copyfile(checkpoint / name, output_dir / name)
+    if eval_entries is not None:
+        (output_dir / "eval_results.json").write_text(json.dumps(eval_entries, indent=2) + "\n")
+
+
+def check_exported_folder(output_dir: Path) -> None:
+    """The written folder loads without this package: remote code present, auto_maps resolvable, weights whole."""
+    for name in REMOTE_CODE_FILES:
+        if not (output_dir / name).is_file():
+            raise ExportError(f"remote-code file {name} was not written to {output_dir}")
+    check_auto_map(
+        output_dir, read_json_file(output_dir / "config.json", "config")["auto_map"], set(AUTO_MAP), "config.json"
+    )
+    tokenizer_auto_map = read_json_file(output_dir / "tokenizer_config.json", "tokenizer config").get("auto_map", {})
+    check_auto_map(output_dir, tokenizer_auto_map, set(TOKENIZER_AUTO_MAP), "tokenizer_config.json")
+    check_self_contained(output_dir)
+    check_checkpoint_files(output_dir)
+
+
+def push_folder(output_dir: Path, *, repo_id: str, private: bool, token: str | None) -> None:
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
+    api.upload_folder(
+        folder_path=str(output_dir),
+        repo_id=repo_id,
+        repo_type="model",
+        commit_message=f"Upload {output_dir.name} with modeling_plm {__version__} (plm export)",
+    )
 
 
 def export_checkpoint(
@@ -492,141 +300,34 @@ def export_checkpoint(
     check_checkpoint_files(checkpoint)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ExportError(f"output folder {output_dir} exists and is not empty; export into a new folder")
-    record = conversion = None
-    if (checkpoint / "training_record.json").is_file():
-        record = read_json_file(checkpoint / "training_record.json", "training record")
-    if (checkpoint / "conversion.json").is_file():
-        conversion = read_json_file(checkpoint / "conversion.json", "conversion record")
-    eval_entries = read_eval_results(Path(eval_results)) if eval_results is not None else None
-
-    config = read_json_file(checkpoint / "config.json", "config")
-    architecture = (config.get("architectures") or ["PLMForMaskedLM"])[0]
-    loader = LOADERS.get(architecture, AutoModelForMaskedLM)
-    model, loading_info = loader.from_pretrained(checkpoint, output_loading_info=True)
-    problems = {key: value for key, value in loading_info.items() if value and key != "error_msgs"}
-    if problems or loading_info.get("error_msgs"):
-        raise ExportError(f"{checkpoint} does not load cleanly as {architecture}: {loading_info}")
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    if record and record.get("non_embedding_parameters") != model.config.num_parameters():
+    if not TEMPLATE_PATH.is_file():
         raise ExportError(
-            f"{checkpoint / 'training_record.json'} says {record.get('non_embedding_parameters')} non-embedding "
-            f"parameters but the model has {model.config.num_parameters()}: the record is not this checkpoint's"
+            f"model-card template {TEMPLATE_PATH} not found: the modeling_plm install is incomplete "
+            "(reinstall it; model_cards/template.md ships as modeling_plm.model_cards)"
         )
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir, max_shard_size=max_shard_size)
-    tokenizer.save_pretrained(output_dir)
-    GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        max_length=model.config.max_position_embeddings,
-        **SAMPLING_DEFAULTS,
-    ).save_pretrained(output_dir)
-    for name in PROVENANCE_FILES:
-        if (checkpoint / name).is_file():
-            shutil.copyfile(checkpoint / name, output_dir / name)
-    if eval_entries is not None:
-        (output_dir / "eval_results.json").write_text(json.dumps(eval_entries, indent=2) + "\n")
-
-    for name in REMOTE_CODE_FILES:
-        if not (output_dir / name).is_file():
-            raise ExportError(f"remote-code file {name} was not written to {output_dir}")
-    check_auto_map(
-        output_dir, read_json_file(output_dir / "config.json", "config")["auto_map"], set(AUTO_MAP), "config.json"
-    )
-    tokenizer_auto_map = read_json_file(output_dir / "tokenizer_config.json", "tokenizer config").get("auto_map", {})
-    check_auto_map(output_dir, tokenizer_auto_map, set(TOKENIZER_AUTO_MAP), "tokenizer_config.json")
-    check_self_contained(output_dir)
-    check_checkpoint_files(output_dir)
-
-    card = render_model_card(
+    provenance = read_provenance(checkpoint, eval_results)
+    model, tokenizer = load_checkpoint(checkpoint, provenance["record"])
+    write_hub_folder(
         output_dir,
+        checkpoint=checkpoint,
         model=model,
-        record=record,
-        conversion=conversion,
-        eval_entries=eval_entries,
-        repo_id=repo_id,
-        license=license,
-        datasets=datasets,
+        tokenizer=tokenizer,
+        eval_entries=provenance["eval_entries"],
+        max_shard_size=max_shard_size,
     )
+    check_exported_folder(output_dir)
+    card = render_model_card(output_dir, model=model, repo_id=repo_id, license=license, datasets=datasets, **provenance)
     card.save(output_dir / "README.md")
-
     if push:
-        api = HfApi(token=token)
-        api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
-        api.upload_folder(
-            folder_path=str(output_dir),
-            repo_id=repo_id,
-            repo_type="model",
-            commit_message=f"Upload {output_dir.name} with modeling_plm {__version__} (plm export)",
-        )
+        push_folder(output_dir, repo_id=repo_id, private=private, token=token)
     return output_dir
-
-
-# ---- command line ----------------------------------------------------------------------------------------------
-EXPORT_HELP = "write a hub folder (safetensors, config + remote code, tokenizer, model card) and optionally push it"
-EXPORT_EPILOG = (
-    "examples:\n"
-    "  plm export runs/demo/final exports/plm-demo\n"
-    "  plm export runs/demo/final exports/plm-demo --eval-results results.json --dataset uniprot/swissprot\n"
-    "  plm export runs/demo/final exports/plm-demo --push my-name/plm-demo --private   # needs `hf auth login`\n"
-    "  plm export ./esm2-8m-plm exports/esm2-8m --max-shard-size 500MB\n\n"
-    "--eval-results: a JSON list of {task, dataset, metric, value} objects (optional: task_name, dataset_name,\n"
-    "dataset_split, metric_name, source), written to the card's model-index."
-)
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EXPORT_EPILOG
-    parser.add_argument("checkpoint", help="a saved model folder (safetensors, config.json, tokenizer files)")
-    parser.add_argument("output_dir", help="the hub folder to write (must be new or empty)")
-    parser.add_argument("--push", metavar="REPO_ID", default=None, help="push the folder to this hub repository")
-    parser.add_argument("--repo-id", default=None, help="repository id for the card's code without pushing")
-    parser.add_argument("--private", action="store_true", help="create the pushed repository as private")
-    parser.add_argument(
-        "--license", default="apache-2.0", help="license identifier for the card (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        default=None,
-        help="a dataset id for the card metadata (repeat for several; default: the training record's source names)",
-    )
-    parser.add_argument("--eval-results", default=None, help="JSON file of evaluation results for the model-index")
-    parser.add_argument("--max-shard-size", default="2GB", help="shard the safetensors above this size (default: 2GB)")
-    return parser
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """`plm export`: 0 on success, 2 with the message on stderr when the checkpoint or the request is refused."""
-    try:
-        folder = export_checkpoint(
-            args.checkpoint,
-            args.output_dir,
-            repo_id=args.push or args.repo_id,
-            license=args.license,
-            datasets=args.dataset,
-            eval_results=args.eval_results,
-            max_shard_size=args.max_shard_size,
-            push=args.push is not None,
-            private=args.private,
-        )
-    except ExportError as error:
-        print(f"plm export: error: {error}", file=sys.stderr)
-        return 2
-    print(f"Wrote {folder}" + (f" and pushed it to https://huggingface.co/{args.push}" if args.push else ""))
-    return 0
 
 
 __all__ = [
     "ExportError",
-    "add_export_arguments",
     "check_auto_map",
     "check_checkpoint_files",
     "export_checkpoint",
+    "read_eval_results",
     "render_model_card",
-    "run_export",
 ]

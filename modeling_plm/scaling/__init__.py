@@ -6,7 +6,9 @@
 - `plan`: N_opt, D_opt and a concrete model shape for a FLOPs budget (`plan`), from the published laws or a fit.
 - `plots`: IsoFLOP profiles, frontiers with bootstrap bands, loss vs compute (matplotlib, PNG).
 - `validate`: refits of the released logs, the mask-ratio ablation and the transfer gain.
-- `cli`: `plm scaling plan | fit | validate | sweep`.
+- `sweep`: train a grid of shapes × budgets within a wall-clock budget (`run_sweep`).
+
+The command line, `plm scaling plan | fit | validate | sweep`, is `modeling_plm.cli.scaling`.
 
 C = 6·N·D with N the non-embedding parameters (`modeling_plm.training.flops`).
 """

@@ -10,7 +10,7 @@
 
 Every fit returns a plain dataclass; `bootstrap` replicates resample whole runs with replacement (seeded), refit,
 and give 95% percentile intervals. `save_fits` / `load_fits` write and read the JSON `plm scaling fit` writes and
-`plm scaling plan --fit` reads.
+`plm scaling plan --fit` reads; `format_fits` is the table `plm scaling fit` prints.
 """
 
 import contextlib
@@ -555,9 +555,9 @@ def fit_parametric(
         )
 
     ln_n, ln_d, ln_l = arrays(runs)
-    grid_starts, grid_values = _grid_values(grid, ln_n, ln_d, ln_l, huber_delta)
+    grid_starts, grid_values = _grid_values(grid, ln_n, ln_d, ln_l, delta=huber_delta)
     best = grid_starts[np.argsort(grid_values)[:starts]]
-    theta, value = _minimise(best, ln_n, ln_d, ln_l, huber_delta)
+    theta, value = _minimise(best, ln_n, ln_d, ln_l, delta=huber_delta)
     n_opt, d_opt = _allocation(theta)
 
     rng = np.random.default_rng(seed)
@@ -566,7 +566,7 @@ def fit_parametric(
         sample = _resample_runs(runs, rng)
         s_n, s_d, s_l = arrays(sample)
         try:
-            s_theta, _ = _minimise(np.stack([theta, best[0]]), s_n, s_d, s_l, huber_delta)
+            s_theta, _ = _minimise(np.stack([theta, best[0]]), s_n, s_d, s_l, delta=huber_delta)
             s_n_opt, s_d_opt = _allocation(s_theta)
         except ValueError:
             failures += 1
@@ -647,6 +647,38 @@ def fit_all(
     except ValueError as error:
         fits.errors["parametric"] = str(error)
     return fits
+
+
+def format_fits(fits: Sequence[ScalingFits]) -> str:
+    """A table of exponents (95% bootstrap intervals) per objective and approach, then what was left out."""
+    lines = [f"{'objective':<9} {'approach':<11} {'a: N_opt ∝ C^a':<26} {'b: D_opt ∝ C^b':<26} {'k (N_opt)':>10} runs"]
+    notes = []
+    for item in fits:
+        for name in ("envelope", "isoflop", "parametric"):
+            fit = getattr(item, name)
+            if fit is None:
+                lines.append(f"{item.objective:<9} {name:<11} not fitted: {item.errors.get(name, '')}")
+                continue
+            lines.append(
+                f"{item.objective:<9} {name:<11} {_with_ci(fit.n_opt.exponent, fit.n_opt.exponent_ci):<26} "
+                f"{_with_ci(fit.d_opt.exponent, fit.d_opt.exponent_ci):<26} {fit.n_opt.coefficient:>10.3g} {fit.runs}"
+            )
+            if name == "parametric":
+                notes.append(
+                    f"{item.objective} parametric: E={fit.E:.4g} A={fit.A:.4g} B={fit.B:.4g} "
+                    f"alpha={fit.alpha:.4g} beta={fit.beta:.4g} on {fit.points} points"
+                )
+            else:
+                notes += [f"{item.objective} {name}: left out {reason}" for reason in fit.skipped]
+            if fit.bootstrap_failures:
+                notes.append(
+                    f"{item.objective} {name}: {fit.bootstrap_failures} bootstrap replicates could not be fitted"
+                )
+    return "\n".join(lines + [""] + notes)
+
+
+def _with_ci(value: float, ci: tuple[float, float] | None) -> str:
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
 
 
 def fits_to_dict(fits: Sequence[ScalingFits]) -> dict[str, Any]:

@@ -247,7 +247,15 @@ def shape_for_parameters(target: float, max_hidden: int = 16384) -> ModelShape:
             )
             best = (
                 distance,
-                ModelShape(layers, hidden, hidden // HEAD_DIM, HEAD_DIM, config.intermediate_size, n, preset),
+                ModelShape(
+                    num_hidden_layers=layers,
+                    hidden_size=hidden,
+                    num_attention_heads=hidden // HEAD_DIM,
+                    head_dim=HEAD_DIM,
+                    intermediate_size=config.intermediate_size,
+                    parameters=n,
+                    nearest_preset=preset,
+                ),
             )
     assert best is not None
     return best[1]
@@ -265,7 +273,9 @@ def law_from_fit(path: str | Path, objective: str, approach: str = "isoflop") ->
     if frontier is None:
         raise ValueError(f"{path}: no {approach} fit for {key} ({item.errors.get(approach, 'not fitted')})")
     parametric = item.parametric
-    loss = LossLaw(parametric.E, parametric.A, parametric.B, parametric.alpha, parametric.beta) if parametric else None
+    loss = None
+    if parametric:
+        loss = LossLaw(E=parametric.E, A=parametric.A, B=parametric.B, alpha=parametric.alpha, beta=parametric.beta)
     return ScalingLaw(
         objective=key,
         n_opt=PowerLaw(frontier.n_opt.coefficient, frontier.n_opt.exponent, frontier.n_opt.exponent_ci),
@@ -285,7 +295,14 @@ def transfer_split(flops: float, parameters: float, clm_share: float = DEFAULT_T
     if not low <= clm_share <= high:
         note += f"; {clm_share:.0%} is outside that range"
     clm, mlm = clm_share * flops, (1 - clm_share) * flops
-    return TransferPlan(clm_share, clm, mlm, clm / (6 * parameters), mlm / (6 * parameters), note)
+    return TransferPlan(
+        clm_share=clm_share,
+        clm_flops=clm,
+        mlm_flops=mlm,
+        clm_tokens=clm / (6 * parameters),
+        mlm_tokens=mlm / (6 * parameters),
+        note=note,
+    )
 
 
 def plan(

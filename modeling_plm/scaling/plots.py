@@ -4,6 +4,7 @@
 - `plot_frontier`: N_opt (and D_opt) against C: the optimum points, the fitted power law, its 95% bootstrap band,
   and optionally a reference law (e.g. the published one).
 - `plot_loss_vs_compute`: every run's loss curve against C, with the envelope and the IsoFLOP minima.
+- `plot_fits`: those three figures for each objective's fits (`plm scaling fit`, the sweep's report).
 """
 
 from collections import defaultdict
@@ -16,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .fit import FrontierFit, PowerLaw, isoflop_groups  # noqa: E402
+from .fit import FrontierFit, PowerLaw, ScalingFits, isoflop_groups  # noqa: E402
 from .runs import RunPoint, RunTable, format_count  # noqa: E402
 
 DPI = 72
@@ -170,3 +171,25 @@ def plot_curves(
     axis.set_title(title)
     axis.legend(fontsize=7)
     return _save(figure, path)
+
+
+def plot_fits(
+    table: RunTable,
+    fits: Sequence[ScalingFits],
+    folder: str | Path,
+    prefix: str = "",
+    references: dict[str, dict[str, PowerLaw]] | None = None,
+) -> list[Path]:
+    """`<prefix>isoflop_<objective>.png`, `<prefix>frontier_<objective>.png` (with `references[objective]`, name ->
+    N_opt law, dashed) and `<prefix>loss_vs_compute_<objective>.png` for each objective's fits, in `folder`."""
+    folder, written = Path(folder), []
+    for item in fits:
+        frontiers = [fit for fit in (item.isoflop, item.envelope) if fit is not None]
+        if item.isoflop is not None:
+            written.append(plot_isoflop(table, item.isoflop, folder / f"{prefix}isoflop_{item.objective}.png"))
+        if frontiers:
+            reference = (references or {}).get(item.objective)
+            written.append(plot_frontier(frontiers, folder / f"{prefix}frontier_{item.objective}.png", reference))
+        curves = folder / f"{prefix}loss_vs_compute_{item.objective}.png"
+        written.append(plot_loss_vs_compute(table, curves, frontiers, item.objective))
+    return written

@@ -32,7 +32,6 @@ The YAML (see `training/configs/scaling_cpu.yaml`):
     base: {preset: tiny, train_file: [...], pack_length: 256, batch_size: 8, ...}   # PretrainConfig fields
 """
 
-import argparse
 import csv
 import dataclasses
 import fnmatch
@@ -56,7 +55,8 @@ from ..data.records import DataSource, ProteinStream, RecordPolicy, load_cluster
 from ..training.flops import non_embedding_parameters
 from ..training.presets import config_from_preset
 from ..training.trainer import Batcher, PretrainConfig, derived_seed, pretrain
-from .runs import read_metrics
+from .fit import fit_all, format_fits, save_fits
+from .runs import RunTable, read_metrics, read_run_dir
 
 GRID_OBJECTIVES = ("mlm", "clm")
 TRANSFER_OBJECTIVE = "clm-mlm"
@@ -221,11 +221,12 @@ def sweep_config_from_dict(values: dict[str, Any], source: str = "sweep config")
     return config
 
 
-def load_sweep_config(path: str | os.PathLike) -> SweepConfig:
+def load_sweep_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> SweepConfig:
+    """The sweep YAML at `path`, with the keys of `overrides` (the command line's flags) replacing its own."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of sweep settings")
-    return sweep_config_from_dict(raw, str(path))
+    return sweep_config_from_dict({**raw, **(overrides or {})}, str(path))
 
 
 # ---- planning -----------------------------------------------------------------------------------------------------
@@ -645,6 +646,42 @@ def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def status_before_training(
+    runs: list[PlannedRun],
+) -> tuple[dict[str, tuple[str, str | None]], dict[str, dict[str, Any]]]:
+    """(status, reason) of the runs finished earlier (checked against the plan) or outside the step window, and
+    the training records of the finished ones."""
+    status: dict[str, tuple[str, str | None]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        record_file = run.run_dir / "final" / "training_record.json"
+        if record_file.exists():
+            record = json.loads(record_file.read_text())
+            check_finished_run(run, record)
+            records[run.name] = record
+            status[run.name] = ("done", "finished earlier")
+        elif run.skip_reason:
+            status[run.name] = ("skipped", run.skip_reason)
+    return status, records
+
+
+def train_planned_run(
+    config: SweepConfig, run: PlannedRun, *, time_model: TimeModel, remaining_steps: int
+) -> tuple[dict[str, Any], float]:
+    """Train one run (resuming where it stopped) and return its training record and seconds; the time model learns
+    how long it really took. A finished run's checkpoints go unless `keep_checkpoints`."""
+    write_run_meta(run)
+    run_started = time.monotonic()
+    pretrain(pretrain_config_of(config, run))
+    seconds = time.monotonic() - run_started
+    time_model.observe(run, remaining_steps, seconds)
+    record = json.loads((run.run_dir / "final" / "training_record.json").read_text())
+    if not config.keep_checkpoints:
+        for _, folder in _phases(run):
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    return record, seconds
+
+
 def run_sweep(
     config: SweepConfig, dry_run: bool = False, only: list[str] | None = None, quiet: bool = False
 ) -> SweepResult:
@@ -658,17 +695,7 @@ def run_sweep(
     if only:
         runs = [run for run in runs if any(fnmatch.fnmatch(run.name, pattern) for pattern in only)]
     say(f"sweep: {len(runs)} runs, {tokens_per_step:.1f} tokens/step, output {output_dir}")
-    status: dict[str, tuple[str, str | None]] = {}
-    records: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        record_file = run.run_dir / "final" / "training_record.json"
-        if record_file.exists():
-            record = json.loads(record_file.read_text())
-            check_finished_run(run, record)
-            records[run.name] = record
-            status[run.name] = ("done", "finished earlier")
-        elif run.skip_reason:
-            status[run.name] = ("skipped", run.skip_reason)
+    status, records = status_before_training(runs)
     todo = [run for run in runs if run.name not in status]
     sweep_info = {
         "tokens_per_step": tokens_per_step,
@@ -714,10 +741,8 @@ def run_sweep(
                 f"({remaining_steps} to go), estimated {estimate:.0f} s{left_text}"
             )
             progress.set_postfix_str(run.name)
-            write_run_meta(run)
-            run_started = time.monotonic()
             try:
-                pretrain(pretrain_config_of(config, run))
+                record, seconds = train_planned_run(config, run, time_model=model, remaining_steps=remaining_steps)
             except (FloatingPointError, RuntimeError, ValueError) as error:
                 status[run.name] = ("failed", f"{type(error).__name__}: {error}")
                 failed.append(run.name)
@@ -725,15 +750,9 @@ def run_sweep(
                 progress.update(1)
                 tables()
                 continue
-            seconds = time.monotonic() - run_started
-            model.observe(run, remaining_steps, seconds)
-            record = json.loads((run.run_dir / "final" / "training_record.json").read_text())
             records[run.name] = record
             status[run.name] = ("done", None)
             trained.append(run.name)
-            if not config.keep_checkpoints:
-                for _, folder in _phases(run):
-                    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
             row = result_row(run, record)
             say(
                 f"  done in {seconds:.0f} s: valid loss {row['loss']:.4f}, D={row['tokens']:,}, "
@@ -745,7 +764,14 @@ def run_sweep(
     paths = tables()
     finished = [result_row(run, records[run.name]) for run in runs if run.name in records]
     plan = [_plan_row(run, *status.get(run.name, ("pending", None))) for run in runs]
-    return SweepResult(finished, plan, paths, time.monotonic() - started, trained, failed)
+    return SweepResult(
+        finished=finished,
+        plan=plan,
+        tables=paths,
+        wall_time_s=time.monotonic() - started,
+        trained=trained,
+        failed=failed,
+    )
 
 
 def format_results(result: SweepResult) -> str:
@@ -811,10 +837,7 @@ def write_report(
     draw the figures (modeling_plm.scaling.plots) into `figures_dir` as `<prefix>isoflop_<objective>.png`,
     `<prefix>frontier_<objective>.png`, `<prefix>loss_vs_compute_<objective>.png` and `<prefix>transfer.png`. The
     fits go to `<output_dir>/fit.json`. Returns the printed summary."""
-    from .cli import format_fits
-    from .fit import fit_all, save_fits
-    from .plots import plot_curves, plot_frontier, plot_isoflop, plot_loss_vs_compute
-    from .runs import RunTable, read_run_dir
+    from .plots import plot_curves, plot_fits  # matplotlib loads only when a report is asked for
 
     table = RunTable()
     for row in result.finished:
@@ -826,18 +849,7 @@ def write_report(
         for objective in objectives
     ]
     output_dir = Path(result.tables["csv"]).parent
-    written = [save_fits(fits, output_dir / "fit.json")]
-    for item in fits:
-        frontiers = [fit for fit in (item.isoflop, item.envelope) if fit is not None]
-        if item.isoflop is not None:
-            written.append(plot_isoflop(table, item.isoflop, figures_dir / f"{prefix}isoflop_{item.objective}.png"))
-        if frontiers:
-            written.append(plot_frontier(frontiers, figures_dir / f"{prefix}frontier_{item.objective}.png"))
-        written.append(
-            plot_loss_vs_compute(
-                table, figures_dir / f"{prefix}loss_vs_compute_{item.objective}.png", frontiers, item.objective
-            )
-        )
+    written = [save_fits(fits, output_dir / "fit.json"), *plot_fits(table, fits, figures_dir, prefix)]
     pairs = transfer_comparison(result.finished)
     if pairs:
         curves = {}
@@ -864,90 +876,3 @@ def write_report(
         summary += ["", "CLM->MLM transfer vs MLM from scratch (final MLM validation loss):", format_transfer(pairs)]
     summary += ["", "wrote " + ", ".join(str(path) for path in written)]
     return "\n".join(summary)
-
-
-# ---- command line -------------------------------------------------------------------------------------------------
-SWEEP_EXAMPLES = """examples:
-  OMP_NUM_THREADS=1 plm scaling sweep training/configs/scaling_cpu.yaml    # the CPU study (~30 min, 1 core)
-  OMP_NUM_THREADS=1 python training/scaling_sweep.py training/configs/scaling_cpu.yaml
-  plm scaling sweep training/configs/scaling_cpu.yaml --dry-run            # the plan: steps, tokens
-  plm scaling sweep training/configs/scaling_cpu.yaml --dry-run --report-dir docs/figures --figure-prefix cpu_
-  plm scaling sweep training/configs/scaling_cpu.yaml --time-budget-minutes 10 --objectives mlm
-  plm scaling sweep training/configs/scaling_cpu.yaml --only 'mlm_*' --order cheapest
-  plm scaling sweep training/configs/scaling_cpu.yaml   # again: finished runs are kept, interrupted ones resume
-
-Outputs (in output_dir): runs.csv / runs.json (finished runs: run, objective, parameters N, budget C, tokens D,
-flops = 6ND, flops_exact, loss, ... metrics_path), plan.csv (every run, its status and why it was skipped), and
-one folder per run (metrics.jsonl, final/, scaling_run.json). Fit them with `plm scaling fit OUTPUT_DIR/runs.csv`.
-"""
-
-
-def build_argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="plm scaling sweep",
-        description="Train a grid of model sizes x compute budgets (MLM, CLM, CLM->MLM transfer) within a "
-        "wall-clock budget, and collect the runs table for scaling-law fits.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=SWEEP_EXAMPLES,
-    )
-    parser.add_argument("config", help="sweep YAML (shapes, budgets, objectives, transfer, base, ...)")
-    parser.add_argument("--output-dir", help="where the runs and tables go (default: the YAML's output_dir)")
-    parser.add_argument("--time-budget-minutes", type=float, help="wall-clock budget of this invocation")
-    parser.add_argument("--no-time-budget", action="store_true", help="ignore the YAML's time budget")
-    parser.add_argument("--objectives", nargs="+", choices=GRID_OBJECTIVES, help="grid objectives to run")
-    parser.add_argument("--no-transfer", action="store_true", help="leave out the CLM->MLM transfer arm")
-    parser.add_argument("--order", choices=ORDERS, help="run order (default: the YAML's, else interleaved)")
-    parser.add_argument("--only", nargs="+", metavar="GLOB", help="only runs whose name matches (e.g. 'mlm_*')")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="train nothing: plan, and collect the tables of runs already finished"
-    )
-    parser.add_argument(
-        "--report-dir",
-        type=Path,
-        help="after the sweep, fit the grid (envelope, IsoFLOP, parametric; bootstrap CIs) into OUTPUT_DIR/fit.json "
-        "and write the figures (IsoFLOP, frontier, loss vs compute, transfer) here",
-    )
-    parser.add_argument("--figure-prefix", default="", help="prefix of the figure file names (e.g. cpu_)")
-    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates of the frontier fits")
-    parser.add_argument("--parametric-bootstrap", type=int, default=50, help="replicates of the parametric fit")
-    parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: torch's, OMP_NUM_THREADS)")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_argument_parser().parse_args(argv)
-    raw = yaml.safe_load(Path(args.config).read_text()) or {}
-    if args.output_dir:
-        raw["output_dir"] = args.output_dir
-    if args.time_budget_minutes is not None:
-        raw["time_budget_minutes"] = args.time_budget_minutes
-    if args.no_time_budget:
-        raw["time_budget_minutes"] = None
-    if args.objectives:
-        raw["objectives"] = args.objectives
-    if args.no_transfer:
-        raw["transfer"] = None
-    if args.order:
-        raw["order"] = args.order
-    config = sweep_config_from_dict(raw, args.config)
-    if args.num_threads:
-        import torch
-
-        torch.set_num_threads(args.num_threads)
-    result = run_sweep(config, dry_run=args.dry_run, only=args.only, quiet=args.quiet)
-    print(format_results(result))
-    pairs = transfer_comparison(result.finished)
-    if pairs:
-        print("\nCLM->MLM transfer vs MLM from scratch (final MLM validation loss):\n" + format_transfer(pairs))
-    print(f"tables: {', '.join(str(path) for path in result.tables.values())}  ({result.wall_time_s:.0f} s)")
-    if args.report_dir is not None:
-        summary = write_report(
-            result,
-            args.report_dir,
-            args.figure_prefix,
-            bootstrap=args.bootstrap,
-            parametric_bootstrap=args.parametric_bootstrap,
-        )
-        print(summary)
-    return 1 if result.failed else 0

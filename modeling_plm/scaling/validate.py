@@ -114,7 +114,16 @@ def mask_ratio_ablation(data_dir: str | Path) -> list[MaskRatioResult]:
         if hi - lo >= 3:
             c2, c1, _ = np.polyfit(ratios[lo:hi], last5[lo:hi], 2)
             parabola = float(-c1 / (2 * c2)) if c2 > 0 else None
-        results.append(MaskRatioResult(folder.name, ratios, [r[1] for r in rows], last5, ratios[best], parabola))
+        results.append(
+            MaskRatioResult(
+                size=folder.name,
+                ratios=ratios,
+                final_loss=[r[1] for r in rows],
+                last5_loss=last5,
+                best_ratio=ratios[best],
+                parabola_ratio=parabola,
+            )
+        )
     return results
 
 
@@ -200,7 +209,18 @@ def read_transfer_curves(data_dir: str | Path) -> tuple[list[TransferCurve], lis
             kind = "ft" if match.group(3) else "scratch"
         objective = "clm" if objective == "gpt" else objective
         flops = [v * 1e9 for v in x] if axis == "gigaflops" else [v * budget / x[-1] for v in x]
-        curves.append(TransferCurve(relative, objective, kind, budget, source, flops, list(loss), metric))
+        curves.append(
+            TransferCurve(
+                path=relative,
+                objective=objective,
+                kind=kind,
+                budget=budget,
+                source_flops=source,
+                flops=flops,
+                loss=list(loss),
+                metric=metric,
+            )
+        )
     return curves, skipped
 
 
@@ -284,6 +304,7 @@ def validate(
 ) -> dict[str, Any]:
     """Refits, mask ratio and transfer on the released logs; figures into `output_dir` when given."""
     table = read_released_logs(data_dir)
+    figures = Path(output_dir) if output_dir is not None else None
     result: dict[str, Any] = {
         "data": str(data_dir),
         "table": {
@@ -297,76 +318,18 @@ def validate(
         },
         "skipped": table.skipped,
         "notes": table.notes,
-        "objectives": {},
+        "objectives": {
+            objective: refit_objective(
+                table,
+                objective,
+                bootstrap=bootstrap,
+                parametric_bootstrap=parametric_bootstrap,
+                seed=seed,
+                figures=figures,
+            )
+            for objective in ("clm", "mlm")
+        },
     }
-    figures = Path(output_dir) if output_dir is not None else None
-    for objective in ("clm", "mlm"):
-        smooth = smoothed_finals(table.select(objective))
-        isoflop = fit_isoflop(smooth, objective, bootstrap, seed)
-        envelope = fit_envelope(table, objective, bootstrap, seed)
-        parametric = fit_parametric(table, objective, parametric_bootstrap, seed)
-        published = PUBLISHED_LAWS[objective]
-        per_budget = [
-            {
-                "budget": p.flops,
-                "sizes": p.runs,
-                "n_opt": p.parameters,
-                "loss": p.loss,
-                "published_n_opt": float(published.n_opt(p.flops)),
-            }
-            for p in isoflop.points
-        ]
-        # The coefficient the IsoFLOP minima imply with the published exponent held fixed (checks the published k).
-        k_fixed = math.exp(
-            float(
-                np.mean([math.log(p.parameters) - published.n_opt.exponent * math.log(p.flops) for p in isoflop.points])
-            )
-        )
-        finals = [p for p in smooth.points if p.final]
-        law = published.loss
-        residuals = [p.loss - law(p.parameters, p.tokens) for p in finals] if law else []
-        result["objectives"][objective] = {
-            "published": {"a": PUBLISHED_EXPONENTS[objective][0], "b": PUBLISHED_EXPONENTS[objective][1]},
-            "isoflop_variants": isoflop_variants(table, objective, bootstrap, seed),
-            "isoflop_per_budget": per_budget,
-            "isoflop_skipped": isoflop.skipped,
-            "k_n_with_published_exponent": k_fixed,
-            "published_k_n": published.n_opt.coefficient,
-            "envelope": _frontier_summary(envelope),
-            "parametric": {
-                "E": parametric.E,
-                "A": parametric.A,
-                "B": parametric.B,
-                "alpha": parametric.alpha,
-                "beta": parametric.beta,
-                "a": parametric.n_opt.exponent,
-                "b": parametric.d_opt.exponent,
-                "ci": parametric.ci,
-                "points": parametric.points,
-                "bootstrap_failures": parametric.bootstrap_failures,
-            },
-            "published_loss_law_residuals": {
-                "median": float(np.median(residuals)) if residuals else None,
-                "mad": float(np.median(np.abs(np.asarray(residuals) - np.median(residuals)))) if residuals else None,
-                "points": len(residuals),
-            },
-        }
-        if figures is not None:
-            plot_isoflop(
-                smooth,
-                isoflop,
-                figures / f"released_isoflop_{objective}.png",
-                f"IsoFLOP profiles, released {objective.upper()} logs (last-5 mean)",
-            )
-            plot_frontier(
-                [isoflop, envelope],
-                figures / f"released_frontier_{objective}.png",
-                reference={"published": published.n_opt},
-                title=f"N_opt(C), released {objective.upper()} logs, 95% bootstrap bands",
-            )
-            plot_loss_vs_compute(
-                table, figures / f"released_loss_vs_compute_{objective}.png", [envelope, isoflop], objective
-            )
     masks = mask_ratio_ablation(data_dir)
     result["mask_ratio"] = [asdict(m) for m in masks]
     curves, transfer_skipped = read_transfer_curves(data_dir)
@@ -374,30 +337,110 @@ def validate(
     result["transfer"] = [asdict(g) for g in gains]
     result["transfer_skipped"] = transfer_skipped
     if figures is not None:
-        plot_curves(
-            {f"{m.size}": (m.ratios, m.last5_loss) for m in masks},
-            figures / "released_mask_ratio.png",
-            "mask ratio",
-            "final MLM validation loss (last-5 mean)",
-            "Mask-ratio ablation (released logs)",
-            xscale="linear",
-        )
-        pairs = {}
-        for gain in gains:
-            if gain.objective != "mlm" or gain.metric != "validation":
-                continue
-            for kind, file in (("scratch", gain.scratch_file), ("from CLM", gain.ft_file)):
-                curve = next(c for c in curves if c.path == file)
-                offset = gain.source_flops if kind == "from CLM" else 0.0
-                pairs[f"{gain.budget:.0e} {kind}"] = ([f + offset for f in curve.flops], curve.loss)
-        plot_curves(
-            pairs,
-            figures / "released_transfer_mlm.png",
-            "total compute (CLM + MLM FLOPs)",
-            "MLM validation loss",
-            "MLM from scratch vs from a CLM checkpoint",
-        )
+        plot_mask_ratio_and_transfer(masks, curves, gains, figures)
     return result
+
+
+def refit_objective(
+    table: RunTable,
+    objective: str,
+    *,
+    bootstrap: int,
+    parametric_bootstrap: int,
+    seed: int,
+    figures: Path | None,
+) -> dict[str, Any]:
+    """The three approaches on one objective's released logs, beside the published law (and its figures)."""
+    smooth = smoothed_finals(table.select(objective))
+    isoflop = fit_isoflop(smooth, objective, bootstrap, seed)
+    envelope = fit_envelope(table, objective, bootstrap, seed)
+    parametric = fit_parametric(table, objective, parametric_bootstrap, seed)
+    published = PUBLISHED_LAWS[objective]
+    per_budget = [
+        {
+            "budget": p.flops,
+            "sizes": p.runs,
+            "n_opt": p.parameters,
+            "loss": p.loss,
+            "published_n_opt": float(published.n_opt(p.flops)),
+        }
+        for p in isoflop.points
+    ]
+    # The coefficient the IsoFLOP minima imply with the published exponent held fixed (checks the published k).
+    k_fixed = math.exp(
+        float(np.mean([math.log(p.parameters) - published.n_opt.exponent * math.log(p.flops) for p in isoflop.points]))
+    )
+    finals = [p for p in smooth.points if p.final]
+    law = published.loss
+    residuals = [p.loss - law(p.parameters, p.tokens) for p in finals] if law else []
+    if figures is not None:
+        plot_isoflop(
+            smooth,
+            isoflop,
+            figures / f"released_isoflop_{objective}.png",
+            f"IsoFLOP profiles, released {objective.upper()} logs (last-5 mean)",
+        )
+        plot_frontier(
+            [isoflop, envelope],
+            figures / f"released_frontier_{objective}.png",
+            reference={"published": published.n_opt},
+            title=f"N_opt(C), released {objective.upper()} logs, 95% bootstrap bands",
+        )
+        curves = figures / f"released_loss_vs_compute_{objective}.png"
+        plot_loss_vs_compute(table, curves, [envelope, isoflop], objective)
+    return {
+        "published": {"a": PUBLISHED_EXPONENTS[objective][0], "b": PUBLISHED_EXPONENTS[objective][1]},
+        "isoflop_variants": isoflop_variants(table, objective, bootstrap, seed),
+        "isoflop_per_budget": per_budget,
+        "isoflop_skipped": isoflop.skipped,
+        "k_n_with_published_exponent": k_fixed,
+        "published_k_n": published.n_opt.coefficient,
+        "envelope": _frontier_summary(envelope),
+        "parametric": {
+            "E": parametric.E,
+            "A": parametric.A,
+            "B": parametric.B,
+            "alpha": parametric.alpha,
+            "beta": parametric.beta,
+            "a": parametric.n_opt.exponent,
+            "b": parametric.d_opt.exponent,
+            "ci": parametric.ci,
+            "points": parametric.points,
+            "bootstrap_failures": parametric.bootstrap_failures,
+        },
+        "published_loss_law_residuals": {
+            "median": float(np.median(residuals)) if residuals else None,
+            "mad": float(np.median(np.abs(np.asarray(residuals) - np.median(residuals)))) if residuals else None,
+            "points": len(residuals),
+        },
+    }
+
+
+def plot_mask_ratio_and_transfer(masks, curves, gains, figures: Path) -> None:
+    """The mask-ratio ablation and the MLM transfer curves (scratch vs from CLM, at total compute)."""
+    plot_curves(
+        {f"{m.size}": (m.ratios, m.last5_loss) for m in masks},
+        figures / "released_mask_ratio.png",
+        xlabel="mask ratio",
+        ylabel="final MLM validation loss (last-5 mean)",
+        title="Mask-ratio ablation (released logs)",
+        xscale="linear",
+    )
+    pairs = {}
+    for gain in gains:
+        if gain.objective != "mlm" or gain.metric != "validation":
+            continue
+        for kind, file in (("scratch", gain.scratch_file), ("from CLM", gain.ft_file)):
+            curve = next(c for c in curves if c.path == file)
+            offset = gain.source_flops if kind == "from CLM" else 0.0
+            pairs[f"{gain.budget:.0e} {kind}"] = ([f + offset for f in curve.flops], curve.loss)
+    plot_curves(
+        pairs,
+        figures / "released_transfer_mlm.png",
+        xlabel="total compute (CLM + MLM FLOPs)",
+        ylabel="MLM validation loss",
+        title="MLM from scratch vs from a CLM checkpoint",
+    )
 
 
 def format_report(result: dict[str, Any]) -> str:
