@@ -17,14 +17,14 @@ import torch
 from transformers import AutoModel, AutoTokenizer, pipeline
 
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMModel, PLMTokenizerFast, config_from_preset
+from modeling_plm.cli.embed import add_arguments as add_embed_arguments
+from modeling_plm.cli.embed import run as run_embed
 from modeling_plm.data.records import read_fasta
 from modeling_plm.inference.embedding import (
     ProteinEmbeddingPipeline,
-    add_embed_arguments,
     embed_fasta,
     embed_sequences,
     load_embeddings,
-    run_embed,
     window_starts,
 )
 
@@ -241,8 +241,10 @@ def test_pipeline_equals_the_engine_for_base_and_head_models(tiny, tiny_folder, 
         embedder = pipeline("protein-embedding", model=head_model, tokenizer=tokenizer)
         assert_same_results(embedder(sequences, **options), expected)
         assert_same_results(list(embedder(iter(sequences), chunk_size=4, **options)), expected)
-    with pytest.raises(TypeError, match="token_budget"):
-        embedder(sequences, batch_size=8)
+    for batch_size in (1, 4):  # transformers' batch_size: rows per forward pass; the results do not change
+        assert_same_results(embedder(sequences, batch_size=batch_size, **options), expected)
+    with pytest.raises(ValueError, match="batch_size"):
+        embedder(sequences, batch_size=0)
 
 
 def write_fasta(path, records):

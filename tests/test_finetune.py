@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
 
 from modeling_plm import PLMForMaskedLM, PLMForSequenceClassification, PLMTokenizerFast, config_from_preset
+from modeling_plm.cli.finetune import load_finetune_config, main
 from modeling_plm.training.finetune import (
     FinetuneConfig,
     build_model,
@@ -26,9 +27,7 @@ from modeling_plm.training.finetune import (
     evaluate,
     finetune,
     load_data,
-    load_finetune_config,
     load_finetuned,
-    main,
     predict,
     read_record,
     trainer_compute_metrics,
@@ -303,6 +302,27 @@ def test_bad_csv_input_names_the_row_and_column(base_model, tmp_path, gb1_rows):
     assert "invalid residue '*' at position 11" in error_of(bad)
     assert "split 'holdout' is neither 'train'" in error_of([{**rows[0], "set": "holdout"}], split_column="set")
     assert "'maybe' is not a boolean" in error_of([{**rows[0], "validation": "maybe"}], validation_column="validation")
+
+
+def test_invalid_residue_policies_skip_map_and_drop(base_model, tmp_path, gb1_rows, caplog):
+    rows = [dict(r) for r in gb1_rows[:6]]
+    rows[2]["sequence"] = rows[2]["sequence"][:10] + "J" + rows[2]["sequence"][11:]
+    path = write_csv(tmp_path / "bad.csv", rows, list(rows[0]))
+    residues = PLMTokenizerFast().valid_residues
+
+    def train_sequences(policy: str) -> list[str]:
+        config = FinetuneConfig(model=base_model, train_file=str(path), valid_file=str(path), invalid_residues=policy)
+        return [example.sequence for example in load_data(config, residues).train]
+
+    with caplog.at_level("WARNING", logger="modeling_plm.training.finetune"):
+        assert len(train_sequences("skip")) == 5  # left out and counted in the log
+    assert "bad.csv: left out 1 sequences with invalid residues" in caplog.text
+    assert any(sequence[10] == "X" for sequence in train_sequences("X"))
+    assert sum(map(len, train_sequences("drop"))) == sum(len(r["sequence"]) for r in rows) - 1
+    with pytest.raises(ValueError, match="would shift per-residue labels"):
+        FinetuneConfig(
+            model=base_model, task="token-classification", train_file="x.csv", invalid_residues="drop"
+        ).validate()
 
 
 def test_bad_fasta_input_names_the_record(base_model, tmp_path):

@@ -108,3 +108,22 @@ def test_trainer_logs_the_same_flops_as_the_counter(tmp_path):
     assert record["tokens"] == train_rows[-1]["tokens"]
     assert record["flops"] == pytest.approx(train_rows[-1]["flops"], rel=1e-12)
     assert record["flops_6nd"] == pytest.approx(6 * record["non_embedding_parameters"] * record["tokens"], rel=1e-12)
+
+
+def test_packed_sequence_lengths_come_from_the_batch_metadata():
+    """Packed rows with `cu_seq_lens_q` (transformers' flattening convention, over the flattened rows): the
+    boundaries are read, not recomputed from position restarts."""
+    import torch
+
+    from modeling_plm.training.trainer import batch_sequence_lengths
+
+    pad = 0
+    input_ids = torch.tensor([[5, 6, 7, 5, 6, 7, 8, pad], [5, 6, 7, 8, 9, pad, pad, pad]])
+    restarts = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 0], [0, 1, 2, 3, 4, 0, 0, 0]])
+    assert batch_sequence_lengths({"input_ids": input_ids, "position_ids": restarts}, pad) == ([3, 4, 5], None)
+    with_metadata = {
+        "input_ids": input_ids,
+        "position_ids": torch.arange(8).expand(2, 8),  # no restarts: only the metadata marks the boundaries
+        "cu_seq_lens_q": torch.tensor([0, 3, 7, 8, 13, 16], dtype=torch.int32),  # each row's padding a segment
+    }
+    assert batch_sequence_lengths(with_metadata, pad) == ([3, 4, 5], None)

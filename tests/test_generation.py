@@ -12,14 +12,14 @@ from transformers import pipeline
 
 import modeling_plm  # noqa: F401  (registers the Auto classes)
 from modeling_plm import PLMConfig, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
+from modeling_plm.cli.generate import add_arguments as add_generate_arguments
+from modeling_plm.cli.generate import run as run_generate
 from modeling_plm.data.collators import glm_infill_inputs
 from modeling_plm.data.records import read_fasta
 from modeling_plm.hub.convert import ESM2_VOCAB
 from modeling_plm.inference.generation import (
-    add_generate_arguments,
     generate_sequences,
     infill_sequences,
-    run_generate,
 )
 from modeling_plm.training.presets import XTRIMOPGLM_ARCHITECTURE
 

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM
-from modeling_plm.training.trainer import PretrainConfig, learning_rate_factor, load_pretrain_config, pretrain
+from modeling_plm.cli.pretrain import load_pretrain_config
+from modeling_plm.training.trainer import PretrainConfig, learning_rate_factor, pretrain
 
 from .conftest import data_path
 
@@ -307,6 +308,23 @@ def test_yaml_config_and_flags(tmp_path):
         [sys.executable, "training/pretrain.py", "--help"], cwd=REPO, capture_output=True, text=True
     ).stdout
     assert "examples:" in help_text and "--train-file" in help_text and "torchrun" in help_text
+
+
+def test_yaml_values_take_the_field_type_and_bad_keys_or_values_are_named(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("train_file: a.fasta\nlearning_rate: 1e-3\nmodel_overrides: {hidden_size: 64}\n")
+    config = load_pretrain_config([str(config_file), "--eval-objectives", "mlm", "--eval-objectives", "clm"])
+    assert config.learning_rate == 1e-3 and isinstance(config.learning_rate, float)  # YAML 1.1 reads a string
+    assert config.train_file == ["a.fasta"] and config.model_overrides == {"hidden_size": 64}
+    assert config.eval_objectives == ["mlm", "clm"]
+    config_file.write_text("train_file: a.fasta\nbatch_size: four\n")
+    with pytest.raises(ValueError, match=r"run.yaml: key 'batch_size': 'four' is not a valid int"):
+        load_pretrain_config([str(config_file)])
+    config_file.write_text("train_file: a.fasta\nbatch_sise: 4\n")
+    with pytest.raises(ValueError, match=r"run.yaml: unknown keys \['batch_sise'\]"):
+        load_pretrain_config([str(config_file)])
+    with pytest.raises(ValueError, match="invalid_residues must be one of"):
+        PretrainConfig(train_file=["a.fasta"], invalid_residues="ignore").validate()
 
 
 def test_accelerate_configs_parse_for_every_engine():

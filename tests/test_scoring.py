@@ -11,16 +11,16 @@ from scipy.stats import spearmanr
 from transformers import pipeline
 
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
+from modeling_plm.cli.score import add_arguments as add_score_arguments
+from modeling_plm.cli.score import run as run_score
 from modeling_plm.data.records import read_fasta
 from modeling_plm.inference.scoring import (
     STANDARD_AMINO_ACIDS,
-    add_score_arguments,
     apply_mutations,
     causal_log_likelihood,
     masked_marginals,
     parse_mutations,
     pseudo_log_likelihood,
-    run_score,
     score_variants,
 )
 

@@ -32,7 +32,9 @@ TORCH_REQUIREMENT = "torch==2.13.0"  # the CPU wheel (see README: CPU torch firs
 REQUIRED_FILES = (
     "modeling_plm/__init__.py",
     "modeling_plm/scaling/__init__.py",
-    "modeling_plm/pipelines/__init__.py",
+    "modeling_plm/inference/__init__.py",
+    "modeling_plm/cli/__init__.py",
+    "modeling_plm/hub/converters/__init__.py",
     "modeling_plm/tokenizer_data/tokenizer.json",
     "modeling_plm/tokenizer_data/vocab.txt",
     "modeling_plm/model_cards/template.md",

@@ -6,7 +6,7 @@ The same job as `plm finetune`; also runs under `accelerate launch training/fine
 
 import sys
 
-from modeling_plm.training.finetune import main
+from modeling_plm.cli.finetune import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ and is the same job as `plm pretrain`. `--help` lists every flag.
 
 import sys
 
-from modeling_plm.training.trainer import main
+from modeling_plm.cli.pretrain import main
 
 if __name__ == "__main__":
     sys.exit(main())

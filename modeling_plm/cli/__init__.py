@@ -1,5 +1,5 @@
 """The `plm` command: one module per subcommand; `main` dispatches."""
 
-from .main import main
+from .main import build_parser, main
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]

@@ -5,7 +5,6 @@
 - `ProteinEmbeddingPipeline`: the same engine as transformers' `pipeline("protein-embedding", model=...)`.
 - `embed_fasta(model, tokenizer, fasta, output_dir, ...)`: a FASTA of any size into safetensors shards plus a
   manifest, resumable after a kill; `load_embeddings(output_dir)` reads them back in file order.
-- `add_embed_arguments` / `run_embed`: the `plm embed MODEL FASTA OUT` command.
 
 Output of one sequence (`embed_sequences`, the pipeline, and each record of `load_embeddings`), a dict of arrays:
 
@@ -26,13 +25,11 @@ No forward pass is ever longer than the window plus 2 tokens, so memory is bound
 budget, never by the sequence length.
 """
 
-import argparse
 import copy
 import hashlib
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,12 +41,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, Pipeline
+from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from ..data.collators import token_budget_batches
 from ..data.records import read_fasta
 from ..tokenization_plm import INVALID_RESIDUE_POLICIES
+from .context import context_residues
 
 TASK = "protein-embedding"
 POOLING_METHODS = ("mean", "max", "bos")
@@ -79,6 +77,7 @@ class EmbeddingOptions:
     window: int  # residues per window
     stride: int
     max_residues: int  # longer sequences are windowed
+    batch_size: int | None = None  # most rows per forward pass, within the token budget (None: the budget alone)
 
 
 class _Piece(NamedTuple):
@@ -109,6 +108,7 @@ def _resolve_options(
     token_budget: int,
     window: int | None,
     stride: int | None,
+    batch_size: int | None = None,
 ) -> EmbeddingOptions:
     num_states = config.num_hidden_layers + 1
     stack_layers = not isinstance(layers, (int, np.integer))
@@ -136,19 +136,15 @@ def _resolve_options(
         raise ValueError("Nothing to compute: give pooling methods, per_residue=True, or both.")
     if token_budget < 1:
         raise ValueError(f"token_budget must be positive, got {token_budget}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
 
-    context = config.max_position_embeddings
-    if context is None or context < 3:
-        raise ValueError(f"config.max_position_embeddings={context}: need room for <bos>, a residue and <eos>")
+    fits = context_residues(config)
     if window is None:
-        window = context - 2
-        max_residues = context - 2
-    else:
-        if not 1 <= window <= context - 2:
-            raise ValueError(
-                f"window must be between 1 and the context minus <bos>/<eos> ({context - 2} residues), got {window}"
-            )
-        max_residues = window
+        window = fits
+    elif not 1 <= window <= fits:
+        raise ValueError(f"window must be between 1 and the context minus <bos>/<eos> ({fits} residues), got {window}")
+    max_residues = window
     if stride is None:
         stride = max(1, window // 2)
     if not 1 <= stride <= window:
@@ -162,6 +158,7 @@ def _resolve_options(
         window=window,
         stride=stride,
         max_residues=max_residues,
+        batch_size=batch_size,
     )
 
 
@@ -186,12 +183,15 @@ def _pieces_of(residue_ids: list[list[int]], options: EmbeddingOptions) -> list[
     return pieces
 
 
-def _batches(pieces: list[_Piece], token_budget: int) -> Iterator[list[_Piece]]:
+def _batches(pieces: list[_Piece], options: EmbeddingOptions) -> Iterator[list[_Piece]]:
     """Longest first; each batch's padded size (rows x longest row, in tokens with <bos> and <eos>) stays within the
-    budget. A single row longer than the budget runs alone: the budget bounds batching, and the window bounds each row.
+    budget, and its rows within `batch_size` when given. A single row longer than the budget runs alone: the budget
+    bounds batching, and the window bounds each row.
     """
-    for indices in token_budget_batches([len(piece.ids) + 2 for piece in pieces], token_budget):
-        yield [pieces[index] for index in indices]
+    for indices in token_budget_batches([len(piece.ids) + 2 for piece in pieces], options.token_budget):
+        rows = options.batch_size or len(indices)
+        for start in range(0, len(indices), rows):
+            yield [pieces[index] for index in indices[start : start + rows]]
 
 
 def _finish(
@@ -237,7 +237,7 @@ def _iter_embeddings(
     counts: dict[int, torch.Tensor] = {}
     first_bos: dict[int, torch.Tensor] = {}
 
-    for batch in _batches(pieces, options.token_budget):
+    for batch in _batches(pieces, options):
         longest = max(len(piece.ids) for piece in batch) + 2
         input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
@@ -317,6 +317,7 @@ def embed_sequences(
     stride: int | None = None,
     return_tensors: str = "np",
     progress: bool = False,
+    batch_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """Embed protein sequences; one dict of float32 arrays per sequence, in input order.
 
@@ -331,6 +332,7 @@ def embed_sequences(
         per_residue: also return "residues", one row per residue of the input (`<bos>`/`<eos>` stripped).
         token_budget: most tokens per forward pass, padding included (rows x longest row). Sequences are sorted by
             length first, so little is padding. It does not change the results.
+        batch_size: most sequences (windows) per forward pass, within the token budget; None: the budget alone.
         window, stride: the long-sequence strategy (see the module docstring): sequences with more residues than
             the context minus 2 (or than `window`, when given) are embedded in overlapping windows of `window`
             residues every `stride` residues, averaged per residue with uniform weights.
@@ -353,7 +355,16 @@ def embed_sequences(
         if not isinstance(sequence, str):
             raise TypeError(f"sequence {index} is a {type(sequence).__name__}, not a str")
     backbone = _backbone_of(model)
-    options = _resolve_options(backbone.config, layers, pooling, per_residue, token_budget, window, stride)
+    options = _resolve_options(
+        backbone.config,
+        layers=layers,
+        pooling=pooling,
+        per_residue=per_residue,
+        token_budget=token_budget,
+        window=window,
+        stride=stride,
+        batch_size=batch_size,
+    )
     residue_ids = _tokenize_residues(tokenizer, sequences)
     results: list[dict[str, Any] | None] = [None] * len(sequences)
     bar = tqdm(total=len(sequences), unit="seq", desc="embedding", disable=not progress)
@@ -378,6 +389,7 @@ _CALL_PARAMETERS = (
     "pooling",
     "per_residue",
     "token_budget",
+    "batch_size",
     "window",
     "stride",
     "return_tensors",
@@ -403,10 +415,9 @@ class ProteinEmbeddingPipeline(Pipeline):
     `PLMForMaskedLM`: its backbone is used.
 
     Batching: `__call__` sends a whole list of sequences to `embed_sequences`, which sorts them by length and fills
-    each forward pass up to `token_budget` tokens. transformers' standard per-item batching (`batch_size`) pads
-    batches of inputs in arrival order, which cannot fill a token budget, so it is not used (`batch_size` is
-    refused). A generator or dataset is consumed lazily in chunks of `chunk_size` (default 1024) sequences, each
-    chunk batched by token budget, and the results are yielded in input order.
+    each forward pass up to `token_budget` tokens; transformers' `batch_size` caps the rows of each forward pass
+    (results do not depend on it: padding never changes a row). A generator or dataset is consumed lazily in chunks
+    of `chunk_size` (default 1024) sequences, each chunk batched as above, and the results are yielded in input order.
     """
 
     _load_processor = False
@@ -438,10 +449,7 @@ class ProteinEmbeddingPipeline(Pipeline):
         """Embed one sequence (returns one dict) or a list of them (returns a list of dicts, in input order)."""
         if args:
             raise TypeError("pass sequences as one str or one list of str; options as keywords")
-        if kwargs.get("batch_size") is not None:
-            raise TypeError("protein-embedding batches by token budget: pass token_budget=..., not batch_size")
-        kwargs.pop("batch_size", None)
-        kwargs.pop("num_workers", None)
+        kwargs.pop("num_workers", None)  # transformers' DataLoader option: embedding runs in this process
         _, forward_params, _ = self._sanitize_parameters(**kwargs)
         params = {**self._forward_params, **forward_params}
         chunk_size = params.pop("chunk_size", 1024)
@@ -792,110 +800,3 @@ def load_embeddings(
         with safe_open(str(output_dir / entry["file"]), framework=return_tensors) as shard:
             for index, record_id, key in entry["records"]:
                 yield EmbeddingRecord(index, record_id, {name: shard.get_tensor(f"{key}/{name}") for name in names})
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# CLI: plm embed
-# ---------------------------------------------------------------------------------------------------------------------
-
-EMBED_HELP = "embed a FASTA file into safetensors shards (pooled and/or per-residue), resumable"
-EMBED_DESCRIPTION = """\
-Embed every record of a FASTA(.gz) file and write safetensors shards (embeddings-00000.safetensors, ...) and
-manifest.jsonl to OUT. Tensor names are "{index}/{mean|max|bos|residues}", index being the record's 0-based
-position in the file, so duplicate ids are kept (and counted); the manifest maps each index to its id and shard.
-A killed run resumes where it stopped when the same command is run again. Sequences longer than the model's
-context are embedded in overlapping windows, averaged per residue."""
-EMBED_EPILOG = """examples:
-  plm embed runs/demo/final proteins.fasta.gz out/embeddings
-  plm embed runs/demo/final proteins.fasta out/emb --pooling mean max bos --layers -1 -2
-  plm embed ./esm2-8m-plm proteins.fasta out/per-residue --per-residue --shard-size 1000 --dtype float16
-  plm embed runs/demo/final proteins.fasta out/emb --invalid-residues X   # map J, *, digits, ... to X
-
-read them back:
-  from modeling_plm.inference.embedding import load_embeddings
-  for index, record_id, arrays in load_embeddings("out/embeddings"): arrays["mean"]  # (H,)
-"""
-
-
-def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `plm embed`'s arguments (and its description and examples) to a parser or subparser."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = parser.description or EMBED_DESCRIPTION
-    parser.epilog = parser.epilog or EMBED_EPILOG
-    parser.add_argument("model", help="model folder or hub id (any modeling_plm checkpoint; its backbone is used)")
-    parser.add_argument("fasta", help="input FASTA or FASTA.gz file")
-    parser.add_argument("output_dir", metavar="OUT", help="output folder for shards and manifest.jsonl")
-    parser.add_argument(
-        "--layers",
-        type=int,
-        nargs="+",
-        default=[-1],
-        help="hidden-state indices (0 = embeddings, -1 = last, after the final norm); several stack on a leading "
-        "axis (default: -1)",
-    )
-    parser.add_argument(
-        "--pooling",
-        nargs="*",
-        choices=POOLING_METHODS,
-        default=["mean"],
-        help="pooled outputs over residues; none with --per-residue stores per-residue arrays only (default: mean)",
-    )
-    parser.add_argument("--per-residue", action="store_true", help="also store one row per residue for every record")
-    parser.add_argument(
-        "--token-budget", type=int, default=8192, help="tokens per forward pass, padding included (default: 8192)"
-    )
-    parser.add_argument("--shard-size", type=int, default=10_000, help="records per shard (default: 10000)")
-    parser.add_argument(
-        "--dtype", choices=list(STORAGE_DTYPES), default="float32", help="storage dtype (default: float32)"
-    )
-    parser.add_argument(
-        "--window", type=int, default=None, help="residues per window for long sequences (default: context - 2)"
-    )
-    parser.add_argument("--stride", type=int, default=None, help="residues between windows (default: window / 2)")
-    parser.add_argument(
-        "--invalid-residues",
-        choices=INVALID_RESIDUE_POLICIES,
-        default="error",
-        help="characters outside the residue alphabet: error (names the record), X (map to X) or drop",
-    )
-    parser.add_argument("--no-resume", action="store_true", help="delete earlier shards/manifest in OUT and restart")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument(
-        "--model-dtype", choices=list(STORAGE_DTYPES), default=None, help="dtype to run the model in (default: saved)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run_embed(args: argparse.Namespace) -> int:
-    """`plm embed`: load the model and tokenizer, run `embed_fasta`, print the summary. Returns the exit status."""
-    import modeling_plm  # noqa: F401  (registers the PLM classes with the Auto classes)
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    load_kwargs = {"dtype": STORAGE_DTYPES[args.model_dtype]} if args.model_dtype else {}
-    model = AutoModel.from_pretrained(args.model, **load_kwargs).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    summary = embed_fasta(
-        model,
-        tokenizer,
-        args.fasta,
-        args.output_dir,
-        layers=args.layers[0] if len(args.layers) == 1 else args.layers,
-        pooling=args.pooling,
-        per_residue=args.per_residue,
-        token_budget=args.token_budget,
-        shard_size=args.shard_size,
-        dtype=args.dtype,
-        window=args.window,
-        stride=args.stride,
-        resume=not args.no_resume,
-        progress=not args.no_progress,
-        invalid_residues=args.invalid_residues,
-    )
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    standalone = argparse.ArgumentParser(prog="python -m modeling_plm.inference.embedding")
-    add_embed_arguments(standalone)
-    sys.exit(run_embed(standalone.parse_args()))

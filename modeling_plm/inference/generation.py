@@ -1,4 +1,4 @@
-"""Protein generation and GLM span infilling: two transformers pipelines, the functions behind them, and `plm generate`.
+"""Protein generation and GLM span infilling: two transformers pipelines and the functions behind them.
 
     pipe = pipeline("protein-generation", model="runs/demo/final")
     pipe("MKT", max_length=120, num_return_sequences=4, seed=0)   # prompted: [{"sequence", "generated", "finished"}]
@@ -25,21 +25,16 @@ layout to the later spans.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
-import sys
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     LogitsProcessor,
     LogitsProcessorList,
     Pipeline,
@@ -51,6 +46,8 @@ from transformers import (
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
+from .context import context_residues
+
 logger = logging.get_logger(__name__)
 
 __all__ = [
@@ -59,7 +56,6 @@ __all__ = [
     "InfillingSettings",
     "ProteinGenerationPipeline",
     "ProteinInfillingPipeline",
-    "add_generate_arguments",
     "decode_generation_batch",
     "encode_prompts",
     "generate_sequences",
@@ -67,13 +63,11 @@ __all__ = [
     "parse_infill_template",
     "prepare_generation_batch",
     "residue_token_ids",
-    "run_generate",
     "run_generation_batch",
 ]
 
 # Rows (prompts x num_return_sequences) per generate() call when the caller does not say.
 DEFAULT_BATCH_SIZE = 32
-FASTA_LINE_WIDTH = 60
 
 Row = tuple[int, list[int]]  # (index of the prompt it belongs to, prompt token ids incl. <bos>)
 
@@ -262,11 +256,6 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def _model_context(model: PreTrainedModel) -> int:
-    """Residues that fit in the model's context with `<bos>` and `<eos>`."""
-    return int(model.config.max_position_embeddings) - 2
-
-
 def _tokens_to_residues(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> str:
     return "".join(tokenizer.convert_ids_to_tokens(token_ids))
 
@@ -310,7 +299,7 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> li
 
 
 def _resolve_max_length(model: PreTrainedModel, settings: GenerationSettings) -> int:
-    max_length = settings.max_length if settings.max_length is not None else _model_context(model)
+    max_length = settings.max_length if settings.max_length is not None else context_residues(model.config)
     if settings.min_length > max_length:
         raise ValueError(f"min_length ({settings.min_length}) is larger than max_length ({max_length})")
     return max_length
@@ -320,7 +309,7 @@ def _generation_rows(
     prompt_ids: list[list[int]], settings: GenerationSettings, max_length: int, model: PreTrainedModel
 ) -> list[Row]:
     """One row per sequence to generate, grouped by prompt (as generate's num_return_sequences lays them out)."""
-    context = _model_context(model)
+    context = context_residues(model.config)
     if max_length > context:
         if getattr(model.config, "position_embedding_type", None) == "absolute":
             raise ValueError(
@@ -569,7 +558,7 @@ def _infill_chunk(
     glm = _glm_token_ids(tokenizer)
     eop, sop, pad = glm["eop"], glm["sop"], tokenizer.pad_token_id
     forbidden = _forbidden_token_ids(model, tokenizer, eop)
-    context = _model_context(model)
+    context = context_residues(model.config)
     residues = set(residue_token_ids(tokenizer))
     max_spans = max(len(row.template.mask_positions) for row in rows)
     for span_index in range(max_spans):
@@ -684,7 +673,7 @@ def infill_sequences(
 def _infill_rows(
     templates: list[InfillTemplate], settings: InfillingSettings, model: PreTrainedModel
 ) -> list[_InfillRow]:
-    context = _model_context(model)
+    context = context_residues(model.config)
     for index, template in enumerate(templates):
         if len(template.context_ids) - 2 > context:
             raise ValueError(
@@ -841,206 +830,3 @@ PIPELINE_REGISTRY.register_pipeline(
 PIPELINE_REGISTRY.register_pipeline(
     "protein-infilling", pipeline_class=ProteinInfillingPipeline, pt_model=AutoModelForCausalLM, type="text"
 )
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# plm generate
-# ----------------------------------------------------------------------------------------------------------------------
-
-GENERATE_EPILOG = """examples:
-  plm generate runs/demo/final --num-sequences 10 --max-length 200 --top-p 0.95 --seed 0 -o unconditional.fasta
-  plm generate runs/demo/final --prompt MKTAYIAK --prompt MSLRSE --num-sequences 4 --temperature 0.8 -o prompted.fasta
-  plm generate runs/demo/final --prompt MKT --greedy --max-length 60
-  plm generate runs/demo/final --infill "MKTAYIAK<smask>SHFSRQ<smask>EPLE" --max-span-length 20
-  plm generate runs/demo/final --infill "MKTAYIAKQRQ<gmask>" --sample --num-sequences 5 --seed 1 -o continued.fasta
-
-Generated FASTA records are named gen_1, gen_2, ... with "prompt=<residues or -> finished=<True|False>"
-(finished: the model ended the sequence with <eos> rather than being cut at --max-length); infilled records are
-named infill_1, ... with "template=... spans=<span,span,...> finished=<per span>". Lengths count residues."""
-
-
-def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of `plm generate` (on the subcommand's parser; also sets its description and examples)."""
-    parser.description = (
-        "Generate protein sequences with a causal LM (KV cache), unconditionally or from prompts, or fill GLM spans "
-        "(<smask>) and continuations (<gmask>); only residue letters are ever produced. Writes FASTA."
-    )
-    parser.epilog = GENERATE_EPILOG
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("model", help="a checkpoint folder or hub id (loaded with AutoModelForCausalLM)")
-    task = parser.add_mutually_exclusive_group()
-    task.add_argument(
-        "--prompt", action="append", metavar="RESIDUES", help="start sequences with these residues (repeatable)"
-    )
-    task.add_argument(
-        "--infill",
-        action="append",
-        metavar="TEMPLATE",
-        help='fill the <smask> spans or the final <gmask> of a template such as "MKT<smask>LV" (repeatable)',
-    )
-    parser.add_argument(
-        "--num-sequences", metavar="N", type=int, default=1, help="sequences per prompt or template (default 1)"
-    )
-    parser.add_argument(
-        "--max-length",
-        metavar="L",
-        type=int,
-        default=None,
-        help="most residues per sequence, prompt included (default: context)",
-    )
-    parser.add_argument(
-        "--min-length", metavar="L", type=int, default=0, help="fewest residues per sequence, prompt included"
-    )
-    parser.add_argument(
-        "--max-span-length",
-        metavar="L",
-        type=int,
-        default=None,
-        help="--infill: most residues per span (default: context)",
-    )
-    parser.add_argument(
-        "--temperature", metavar="T", type=float, default=1.0, help="sampling temperature (default 1.0)"
-    )
-    parser.add_argument(
-        "--top-k", metavar="K", type=int, default=0, help="keep the k most likely residues (default 0: off)"
-    )
-    parser.add_argument(
-        "--top-p", metavar="P", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)"
-    )
-    parser.add_argument(
-        "--repetition-penalty", metavar="R", type=float, default=1.0, help="> 1 discourages repeats (default 1.0: off)"
-    )
-    decoding = parser.add_mutually_exclusive_group()
-    decoding.add_argument("--greedy", action="store_true", help="most likely residue each step (default for --infill)")
-    decoding.add_argument("--sample", action="store_true", help="sample (default for generation)")
-    parser.add_argument("--seed", metavar="SEED", type=int, default=None, help="seed for reproducible sampling")
-    parser.add_argument(
-        "--batch-size",
-        metavar="B",
-        type=int,
-        default=DEFAULT_BATCH_SIZE,
-        help=f"sequences per generate() call ({DEFAULT_BATCH_SIZE})",
-    )
-    parser.add_argument(
-        "--device", metavar="DEVICE", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)"
-    )
-    parser.add_argument(
-        "--output", "-o", metavar="FASTA", default="-", help="FASTA file to write (default: standard output)"
-    )
-    return parser
-
-
-def _fasta_record(name: str, description: str, sequence: str) -> str:
-    lines = [sequence[start : start + FASTA_LINE_WIDTH] for start in range(0, len(sequence), FASTA_LINE_WIDTH)]
-    return f">{name} {description}\n" + "".join(line + "\n" for line in lines or [""])
-
-
-def _write_fasta(records: list[str], output: str) -> None:
-    if output == "-":
-        sys.stdout.write("".join(records))
-        sys.stdout.flush()
-        return
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("".join(records))
-
-
-def _cli_error(message: str) -> int:
-    print(f"plm generate: error: {message}", file=sys.stderr)
-    return 2
-
-
-def run_generate(args: argparse.Namespace) -> int:
-    """`plm generate`: load the model, generate or infill, write FASTA; returns the exit status (2: bad input)."""
-    if args.num_sequences > 1 and (args.greedy or (args.infill and not args.sample)):
-        return _cli_error(
-            f"--num-sequences {args.num_sequences} needs sampling: greedy decoding gives one result per "
-            f"{'template' if args.infill else 'prompt'}{' (pass --sample)' if args.infill else ''}"
-        )
-    if args.infill:
-        unused = {"--max-length": args.max_length, "--repetition-penalty": args.repetition_penalty != 1.0}
-        unused["--min-length"] = args.min_length != 0
-    else:
-        unused = {"--max-span-length": args.max_span_length}
-    given = [flag for flag, value in unused.items() if value not in (None, False)]
-    if given:
-        return _cli_error(f"{', '.join(given)} do(es) not apply {'with' if args.infill else 'without'} --infill")
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
-    common = {
-        "num_return_sequences": args.num_sequences,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "seed": args.seed,
-    }
-    start = time.perf_counter()
-    try:
-        if args.infill:
-            records, n_new = _infill_records(model, tokenizer, args, common)
-        else:
-            records, n_new = _generation_records(model, tokenizer, args, common)
-    except ValueError as error:  # bad input (invalid residues, lengths, options): a message, not a traceback
-        return _cli_error(str(error))
-    elapsed = time.perf_counter() - start
-    _write_fasta(records, args.output)
-    where = "standard output" if args.output == "-" else args.output
-    print(
-        f"Wrote {len(records)} sequence{'' if len(records) == 1 else 's'} to {where}: {n_new} new residues in "
-        f"{elapsed:.1f} s "
-        f"({n_new / max(elapsed, 1e-9):.0f}/s)",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def _generation_records(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, args: argparse.Namespace, common: dict[str, Any]
-) -> tuple[list[str], int]:
-    results = generate_sequences(
-        model,
-        tokenizer,
-        args.prompt or [""],
-        batch_size=args.batch_size,
-        progress=True,
-        do_sample=not args.greedy,
-        max_length=args.max_length,
-        min_length=args.min_length,
-        repetition_penalty=args.repetition_penalty,
-        **common,
-    )
-    records, n_new = [], 0
-    for result in (result for group in results for result in group):
-        prompt = result["sequence"][: len(result["sequence"]) - len(result["generated"])]
-        description = f"prompt={prompt or '-'} finished={result['finished']}"
-        records.append(_fasta_record(f"gen_{len(records) + 1}", description, result["sequence"]))
-        n_new += len(result["generated"])
-    return records, n_new
-
-
-def _infill_records(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, args: argparse.Namespace, common: dict[str, Any]
-) -> tuple[list[str], int]:
-    results = infill_sequences(
-        model,
-        tokenizer,
-        args.infill,
-        batch_size=args.batch_size,
-        progress=True,
-        do_sample=args.sample,
-        max_span_length=args.max_span_length,
-        **common,
-    )
-    records, n_new = [], 0
-    for template, completions in zip(args.infill, results):
-        for result in completions:
-            description = (
-                f"template={''.join(template.split())} spans={','.join(result['spans'])} "
-                f"finished={','.join(str(flag) for flag in result['finished'])}"
-            )
-            records.append(_fasta_record(f"infill_{len(records) + 1}", description, result["sequence"]))
-            n_new += sum(len(span) for span in result["spans"])
-    return records, n_new

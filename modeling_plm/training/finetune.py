@@ -21,7 +21,6 @@ pool to nearly the same vector). Both are folded into the saved head (`saved_hea
 inputs and predicts in the units of the labels.
 """
 
-import argparse
 import contextlib
 import csv
 import dataclasses
@@ -40,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
@@ -48,9 +46,11 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..data.collators import token_budget_batches
 from ..data.records import _open_text, read_fasta
+from ..data.residues import apply_residue_policy, invalid_character_pattern
 from ..modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
+from .config import RunConfig, expand_data_path
 from .lora import default_lora_config
-from .trainer import _parameter_groups, expand_data_path, learning_rate_factor
+from .trainer import _parameter_groups, learning_rate_factor
 
 logger = logging.getLogger("modeling_plm.training.finetune")
 
@@ -77,8 +77,19 @@ SPLITS = ("train", "valid", "test")
 
 
 @dataclass
-class FinetuneConfig:
-    """Every knob of a fine-tuning run. YAML files and `--flags` set these fields (flags win)."""
+class FinetuneConfig(RunConfig):
+    """Every knob of a fine-tuning run: `RunConfig`'s (with the defaults below) and these. YAML files and `--flags`
+    set them (flags win)."""
+
+    # RunConfig's fields whose fine-tuning default differs
+    valid_fraction: float = 0.0
+    invalid_residues: str = "error"
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    min_lr_ratio: float = 0.0
+    adam_beta2: float = 0.999
+    eval_steps: int = 0
+    output_dir: str = "runs/finetune"
 
     # Model
     model: str = ""
@@ -102,43 +113,26 @@ class FinetuneConfig:
     mask_fasta: str | None = None
     train_split: str = "train"
     test_split: str = "test"
-    valid_fraction: float = 0.0
     max_train_samples: int | None = None
     max_valid_samples: int | None = None
     max_test_samples: int | None = None
     max_length: int | None = None
-    invalid_residues: str = "error"
     # Optimisation (the schedule is the pretraining trainer's `learning_rate_factor`)
     epochs: int = 10
-    batch_size: int = 16
     group_by_length: bool = True
-    gradient_accumulation_steps: int = 1
     learning_rate: float | None = None
     head_learning_rate: float | None = None
-    weight_decay: float = 0.01
-    lr_schedule: str = "cosine"
-    warmup_ratio: float = 0.06
-    min_lr_ratio: float = 0.0
-    wsd_decay_ratio: float = 0.2
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
     normalize_targets: bool = True
     standardize_pooled: bool = True
     # Evaluation and early stopping
-    eval_steps: int = 0
     eval_token_budget: int = 16384
     metric_for_best: str | None = None
     early_stopping_patience: int = 3
     # Bookkeeping
-    output_dir: str = "runs/finetune"
     overwrite: bool = False
-    seed: int = 0
-    log_steps: int = 10
 
     def validate(self) -> None:
+        self.validate_shared()
         if not self.model:
             raise ValueError("no base model: pass --model PATH (a modeling_plm checkpoint folder)")
         if not self.train_file:
@@ -147,11 +141,11 @@ class FinetuneConfig:
             ("task", self.task, TASKS),
             ("method", self.method, METHODS),
             ("lora_targets", self.lora_targets, ("attention", "all-linear")),
-            ("invalid_residues", self.invalid_residues, ("error", "X")),
-            ("lr_schedule", self.lr_schedule, ("cosine", "wsd", "constant")),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.invalid_residues == "drop" and self.task == "token-classification":
+            raise ValueError("invalid_residues='drop' would shift per-residue labels: use error, skip or X")
         if self.pooling is not None and self.task == "token-classification":
             raise ValueError("--pooling applies to sequence tasks only")
         per_residue = self.task == "token-classification"
@@ -239,24 +233,21 @@ def header_fields(description: str) -> dict[str, str]:
     return fields
 
 
-def _residue_pattern(valid_residues: str) -> re.Pattern[str]:
-    return re.compile(f"[^{re.escape(valid_residues)}]")
-
-
-def clean_sequence(text: str | None, where: str, valid: re.Pattern[str], valid_residues: str, policy: str) -> str:
-    """Upper-case, whitespace removed; an invalid character raises (policy "error") or becomes X (policy "X")."""
+def clean_sequence(text: str | None, where: str, invalid: re.Pattern[str], policy: str) -> str | None:
+    """Upper-case, whitespace removed, then the `invalid_residues` policy (`data.residues`): None when "skip"
+    leaves the example out."""
     sequence = "".join((text or "").split()).upper()
     if not sequence:
         raise ValueError(f"{where}: empty sequence")
-    bad = valid.search(sequence)
-    if bad is not None:
-        if policy == "error":
-            raise ValueError(
-                f"{where}: invalid residue {bad.group()!r} at position {bad.start() + 1}; expected one of "
-                f"{valid_residues}. Pass --invalid-residues X to map such characters to X."
-            )
-        sequence = valid.sub("X", sequence)
-    return sequence
+    try:
+        return apply_residue_policy(sequence, policy, invalid, where)
+    except ValueError as error:  # name the flag too: most runs come from `plm finetune`
+        raise ValueError(f"{error} On the command line: --invalid-residues X (or skip, drop).") from None
+
+
+def _log_skipped(path: str | os.PathLike, skipped: int) -> None:
+    if skipped:
+        logger.warning("%s: left out %d sequences with invalid residues (invalid_residues='skip')", path, skipped)
 
 
 def parse_label(value: str | None, task: str, where: str) -> Any:
@@ -325,7 +316,7 @@ def read_csv_examples(
 ) -> list[tuple[str, Example]]:
     """(split, example) for every row of a CSV/TSV. Split from `--split-column` / `--validation-column` when
     `use_splits`; otherwise every row is "train" (the caller reassigns separate valid/test files)."""
-    pattern = _residue_pattern(valid_residues)
+    pattern, skipped = invalid_character_pattern(valid_residues), 0
     delimiter = "\t" if Path(path).name.lower().removesuffix(".gz").endswith(".tsv") else ","
     columns = {"--sequence-column": config.sequence_column, "--label-column": config.label_column}
     if use_splits:
@@ -353,9 +344,11 @@ def read_csv_examples(
                 row[config.sequence_column],
                 f"{where}, column {config.sequence_column!r}",
                 pattern,
-                valid_residues,
                 config.invalid_residues,
             )
+            if sequence is None:
+                skipped += 1
+                continue
             label = parse_label(row[config.label_column], config.task, f"{where}, column {config.label_column!r}")
             mask = None
             if config.mask_column is not None and config.task == "token-classification":
@@ -369,6 +362,7 @@ def read_csv_examples(
                     row.get(config.split_column or ""), row.get(config.validation_column or ""), where, config
                 )
             rows.append((split, example))
+    _log_skipped(path, skipped)
     return rows
 
 
@@ -394,12 +388,15 @@ def read_fasta_examples(
     """(split, example) for every record of a FASTA. Sequence labels and splits come from header `key=value` fields
     (`--label-column`, `--split-column`, `--validation-column` name the keys); per-residue labels from the label
     FASTA record of the same id, whose header fields are also read."""
-    pattern = _residue_pattern(valid_residues)
+    pattern, skipped = invalid_character_pattern(valid_residues), 0
     rows: list[tuple[str, Example]] = []
     for index, record in enumerate(read_fasta(path), start=1):
         where = f"{path}, record {index} (id {record.id})"
         fields = header_fields(record.description)
-        sequence = clean_sequence(record.sequence, where, pattern, valid_residues, config.invalid_residues)
+        sequence = clean_sequence(record.sequence, where, pattern, config.invalid_residues)
+        if sequence is None:
+            skipped += 1
+            continue
         if config.task == "token-classification":
             if record.id not in labels_by_id:
                 raise ValueError(f"{where}: no record with this id in the labels FASTA {config.labels_fasta}")
@@ -426,6 +423,7 @@ def read_fasta_examples(
                 fields.get(config.split_column or ""), fields.get(config.validation_column or ""), where, config
             )
         rows.append((split, example))
+    _log_skipped(path, skipped)
     return rows
 
 
@@ -970,6 +968,112 @@ def save_finetuned(model: torch.nn.Module, tokenizer, output_dir: str | os.PathL
     staging.rmdir()
 
 
+def _encoded_splits(config: FinetuneConfig, tokenizer, context_residues: int) -> dict[str, Any]:
+    """The data read and encoded: `data`, `features` per split, the label ids and the regression target scale."""
+    data = load_data(config, tokenizer.valid_residues, context_residues)
+    label2id = {name: i for i, name in enumerate(data.label_names)} if data.label_names else None
+    target_mean, target_std = 0.0, 1.0
+    if config.task == "sequence-regression" and config.normalize_targets:
+        values = np.array([e.label for e in data.train])
+        target_mean, target_std = float(values.mean()), float(values.std()) or 1.0
+    encode = partial(
+        encode_examples, tokenizer, task=config.task, label2id=label2id, target_mean=target_mean, target_std=target_std
+    )
+    features = {name: encode(getattr(data, name)) for name in SPLITS}
+    if config.task == "token-classification":  # a chunk with every residue masked has no loss term (a batch: NaN)
+        features["train"] = [f for f in features["train"] if any(label != -100 for label in f["labels"])]
+        data.stats["train_inputs_without_scored_residues"] = len(data.train) - len(features["train"])
+    num_classes = len(data.label_names) if data.label_names else 0
+    return dict(data=data, features=features, num_classes=num_classes, target_mean=target_mean, target_std=target_std)
+
+
+def _train_loader(features: list[dict[str, Any]], config: FinetuneConfig, accelerator: Accelerator, pad_id: int):
+    # Not prepared by accelerate: the sampler shards itself, so every process takes the same number of steps.
+    return torch.utils.data.DataLoader(
+        features,
+        batch_sampler=LengthGroupedBatches(
+            [len(f["input_ids"]) for f in features],
+            config.batch_size,
+            config.seed,
+            config.group_by_length,
+            accelerator.num_processes,
+            accelerator.process_index,
+        ),
+        collate_fn=partial(collate, pad_token_id=pad_id),
+    )
+
+
+def _run_record(config: FinetuneConfig, data: FinetuneData, run: dict[str, Any], statistics, parameters) -> dict:
+    """What `finetune_record.json` starts with: what `load_finetuned` needs, the data and the run's config."""
+    task = config.task
+    return {
+        "modeling_plm_version": __version__,
+        "task": task,
+        "method": config.method,
+        "base_model": str(Path(config.model).resolve()) if Path(config.model).exists() else config.model,
+        "model_kwargs": head_kwargs(task, data.label_names, config.pooling),
+        "label_names": data.label_names,
+        "regression_target": {"mean": run["target_mean"], "std": run["target_std"], "folded_into_head": True}
+        if task == "sequence-regression"
+        else None,
+        "parameters": parameters,
+        "pooled_standardization": None
+        if statistics is None
+        else {"mean_norm": float(statistics[0].norm()), "scale": statistics[1], "folded_into_head": True},
+        "data": data.stats,
+        "metric_for_best": config.best_metric,
+        "config": dataclasses.asdict(config),
+    }
+
+
+def _train_epochs(
+    *,
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    accelerator: Accelerator,
+    config: FinetuneConfig,
+    total_steps: int,
+    log,
+    validate,
+    progress,
+) -> tuple[int, int, bool]:
+    """The optimizer steps of every epoch; `validate(step, epoch)` runs on schedule and returns True to stop early.
+    Returns (steps, epochs run, stopped early)."""
+    eval_every = config.eval_steps or max(1, len(loader) // config.gradient_accumulation_steps)
+    model.train()
+    loss_window: list[float] = []
+    step = 0
+    for epoch in range(config.epochs):
+        for batch in loader:
+            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step}: lower the learning rate")
+            loss_window.append(loss_value)
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            step += 1
+            progress.update(1)
+            if step % config.log_steps == 0:
+                mean_loss = float(np.mean(loss_window))
+                log({"step": step, "epoch": epoch + 1, "loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0]})
+                progress.set_postfix(loss=f"{mean_loss:.4f}")
+                loss_window = []
+            if (step % eval_every == 0 or step == total_steps) and validate(step, epoch):
+                return step, epoch + 1, True
+    return step, config.epochs, False
+
+
 def finetune(config: FinetuneConfig) -> Path:
     """Fine-tune `config.model` on the task; returns the output folder, which holds the best checkpoint (by the
     validation metric), the tokenizer, `finetune_record.json` and `metrics.jsonl`."""
@@ -986,23 +1090,8 @@ def finetune(config: FinetuneConfig) -> Path:
     output_dir = _prepare_output_dir(config) if accelerator.is_main_process else Path(config.output_dir)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    base_config = AutoConfig.from_pretrained(config.model)
-    data = load_data(config, tokenizer.valid_residues, base_config.max_position_embeddings - 2)
-    task = config.task
-    label2id = {name: i for i, name in enumerate(data.label_names)} if data.label_names else None
-    num_classes = len(data.label_names) if data.label_names else 0
-    target_mean, target_std = 0.0, 1.0
-    if task == "sequence-regression" and config.normalize_targets:
-        values = np.array([e.label for e in data.train])
-        target_mean, target_std = float(values.mean()), float(values.std()) or 1.0
-    encode = partial(
-        encode_examples, tokenizer, task=task, label2id=label2id, target_mean=target_mean, target_std=target_std
-    )
-    features = {name: encode(getattr(data, name)) for name in SPLITS}
-    if task == "token-classification":  # a chunk with every residue masked has no loss term (a batch of them: NaN)
-        features["train"] = [f for f in features["train"] if any(label != -100 for label in f["labels"])]
-        data.stats["train_inputs_without_scored_residues"] = len(data.train) - len(features["train"])
-
+    run = _encoded_splits(config, tokenizer, AutoConfig.from_pretrained(config.model).max_position_embeddings - 2)
+    data, features, task = run["data"], run["features"], config.task
     model = build_model(
         config.model,
         task,
@@ -1014,30 +1103,18 @@ def finetune(config: FinetuneConfig) -> Path:
         config.lora_dropout,
         config.lora_targets,
     )
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total_parameters = sum(p.numel() for p in model.parameters())
+    parameters = {
+        "total": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
     pad_id = tokenizer.pad_token_id
-    # Not prepared by accelerate: the sampler shards itself, so every process takes the same number of steps.
-    loader = torch.utils.data.DataLoader(
-        features["train"],
-        batch_sampler=LengthGroupedBatches(
-            [len(f["input_ids"]) for f in features["train"]],
-            config.batch_size,
-            config.seed,
-            config.group_by_length,
-            accelerator.num_processes,
-            accelerator.process_index,
-        ),
-        collate_fn=partial(collate, pad_token_id=pad_id),
-    )
+    loader = _train_loader(features["train"], config, accelerator, pad_id)
     # accelerate counts micro-batches across epochs and steps the optimizer on every `gradient_accumulation_steps`-th.
     total_steps = len(loader) * config.epochs // config.gradient_accumulation_steps
-    steps_per_epoch = max(1, len(loader) // config.gradient_accumulation_steps)
     optimizer = _optimizer(model, config)
     # Not prepared: accelerate would step it once per process; it is stepped once per optimizer step below.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, total_steps, config))
     model, optimizer = accelerator.prepare(model, optimizer)
-    eval_every = config.eval_steps or steps_per_epoch
     metric = config.best_metric
     unwrapped = accelerator.unwrap_model(model)
     statistics = None
@@ -1053,32 +1130,15 @@ def finetune(config: FinetuneConfig) -> Path:
             features[split],
             task,
             pad_id,
-            num_classes,
-            target_mean,
-            target_std,
-            config.eval_token_budget,
-            accelerator.autocast,
+            num_classes=run["num_classes"],
+            target_mean=run["target_mean"],
+            target_std=run["target_std"],
+            token_budget=config.eval_token_budget,
+            autocast=accelerator.autocast,
         )
         return metrics
 
-    record: dict[str, Any] = {
-        "modeling_plm_version": __version__,
-        "task": task,
-        "method": config.method,
-        "base_model": str(Path(config.model).resolve()) if Path(config.model).exists() else config.model,
-        "model_kwargs": head_kwargs(task, data.label_names, config.pooling),
-        "label_names": data.label_names,
-        "regression_target": {"mean": target_mean, "std": target_std, "folded_into_head": True}
-        if task == "sequence-regression"
-        else None,
-        "parameters": {"total": total_parameters, "trainable": trainable},
-        "pooled_standardization": None
-        if statistics is None
-        else {"mean_norm": float(statistics[0].norm()), "scale": statistics[1], "folded_into_head": True},
-        "data": data.stats,
-        "metric_for_best": metric,
-        "config": dataclasses.asdict(config),
-    }
+    record = _run_record(config, data, run, statistics, parameters)
     metrics_file = output_dir / "metrics.jsonl"
 
     def log(entry: dict[str, Any]) -> None:
@@ -1086,26 +1146,39 @@ def finetune(config: FinetuneConfig) -> Path:
             with open(metrics_file, "a") as handle:
                 handle.write(json.dumps(_json_safe(entry)) + "\n")
 
-    def keep_best(step: int, metrics: dict[str, float]) -> None:
-        nonlocal best_state
-        best_state = {n: p.detach().clone() for n, p in unwrapped.named_parameters() if p.requires_grad}
-        record.update(best_step=step, best_valid=metrics)
+    def save(status: str) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            with saved_head(unwrapped, statistics, target_mean, target_std):
-                save_finetuned(unwrapped, tokenizer, output_dir, {**record, "status": "training"})
+            with saved_head(unwrapped, statistics, run["target_mean"], run["target_std"]):
+                save_finetuned(unwrapped, tokenizer, output_dir, {**record, "status": status})
+
+    best = {"state": {}, "value": None, "evals_without_gain": 0}
+
+    def keep_best(step: int, metrics: dict[str, float]) -> None:
+        best["state"] = {n: p.detach().clone() for n, p in unwrapped.named_parameters() if p.requires_grad}
+        best["value"], best["evals_without_gain"] = metrics[metric], 0
+        record.update(best_step=step, best_valid=metrics)
+        save("training")
+
+    def validate(step: int, epoch: int) -> bool:
+        metrics = run_eval("valid")
+        log({"step": step, "epoch": epoch + 1, **{f"valid_{k}": v for k, v in metrics.items()}})
+        accelerator.print(f"step {step} (epoch {epoch + 1}): valid {metric} {metrics[metric]:.4f}")
+        if _better(metrics[metric], best["value"], metric):
+            keep_best(step, metrics)
+        else:
+            best["evals_without_gain"] += 1
+        return bool(config.early_stopping_patience) and best["evals_without_gain"] >= config.early_stopping_patience
 
     with standardized_head_inputs(unwrapped, statistics):  # removed again before returning
         initial = run_eval("valid")
         record["initial_valid"] = initial
         log({"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in initial.items()}})
-        best_state: dict[str, torch.Tensor] = {}
         keep_best(0, initial)
-        best_value, evals_without_gain, step, stopped_early = initial[metric], 0, 0, False
         accelerator.print(
             f"{task} {config.method}: " + " / ".join(f"{n} {k}" for k, n in data.stats["sequences"].items()) + " "
-            f"sequences, {trainable:,} of {total_parameters:,} parameters trained; "
-            f"valid {metric} before training {_number(best_value)}"
+            f"sequences, {parameters['trainable']:,} of {parameters['total']:,} parameters trained; "
+            f"valid {metric} before training {_number(initial[metric])}"
         )
         progress = tqdm(
             total=total_steps,
@@ -1114,72 +1187,34 @@ def finetune(config: FinetuneConfig) -> Path:
             dynamic_ncols=True,
             disable=not accelerator.is_main_process,
         )
-        model.train()
-        loss_window: list[float] = []
         try:
-            for epoch in range(config.epochs):
-                for batch in loader:
-                    batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-                    with accelerator.accumulate(model), accelerator.autocast():
-                        loss = model(**batch).loss
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and config.max_grad_norm:
-                            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    loss_value = loss.item()
-                    if not math.isfinite(loss_value):
-                        raise FloatingPointError(f"loss became {loss_value} at step {step}: lower the learning rate")
-                    loss_window.append(loss_value)
-                    if not accelerator.sync_gradients:
-                        continue
-                    scheduler.step()
-                    step += 1
-                    progress.update(1)
-                    if step % config.log_steps == 0:
-                        mean_loss = float(np.mean(loss_window))
-                        log(
-                            {
-                                "step": step,
-                                "epoch": epoch + 1,
-                                "loss": mean_loss,
-                                "learning_rate": scheduler.get_last_lr()[0],
-                            }
-                        )
-                        progress.set_postfix(loss=f"{mean_loss:.4f}")
-                        loss_window = []
-                    if step % eval_every == 0 or step == total_steps:
-                        metrics = run_eval("valid")
-                        log({"step": step, "epoch": epoch + 1, **{f"valid_{k}": v for k, v in metrics.items()}})
-                        accelerator.print(f"step {step} (epoch {epoch + 1}): valid {metric} {metrics[metric]:.4f}")
-                        if _better(metrics[metric], best_value, metric):
-                            best_value, evals_without_gain = metrics[metric], 0
-                            keep_best(step, metrics)
-                        else:
-                            evals_without_gain += 1
-                        if config.early_stopping_patience and evals_without_gain >= config.early_stopping_patience:
-                            stopped_early = True
-                            break
-                if stopped_early:
-                    break
+            step, epochs_run, stopped_early = _train_epochs(
+                model=model,
+                loader=loader,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                accelerator=accelerator,
+                config=config,
+                total_steps=total_steps,
+                log=log,
+                validate=validate,
+                progress=progress,
+            )
         finally:
             progress.close()
 
         with torch.no_grad():  # back to the best weights for the test split and the final save
             for name, parameter in unwrapped.named_parameters():
-                if name in best_state:
-                    parameter.copy_(best_state[name])
-        record.update(steps=step, epochs_run=epoch + 1, stopped_early=stopped_early)
+                if name in best["state"]:
+                    parameter.copy_(best["state"][name])
+        record.update(steps=step, epochs_run=epochs_run, stopped_early=stopped_early)
         if features["test"]:
             record["test"] = run_eval("test")
             log({"step": step, "best_step": record["best_step"], **{f"test_{k}": v for k, v in record["test"].items()}})
-        record["wall_time_s"] = time.time() - started
-        record["device"] = str(accelerator.device)
-        record["world_size"] = accelerator.num_processes
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            with saved_head(unwrapped, statistics, target_mean, target_std):
-                save_finetuned(unwrapped, tokenizer, output_dir, {**record, "status": "finished"})
+        record.update(
+            wall_time_s=time.time() - started, device=str(accelerator.device), world_size=accelerator.num_processes
+        )
+        save("finished")
     accelerator.wait_for_everyone()
     return output_dir
 
@@ -1247,178 +1282,5 @@ def predict(
     return [id2label[int(output.argmax(-1))] for output in outputs]
 
 
-# ---- command line --------------------------------------------------------------------------------------------------
-FINETUNE_EXAMPLES = """examples:
-  # FLIP GB1 regression with LoRA (validation rows marked in the CSV; never trains on `set=test`)
-  plm finetune --model runs/demo/final --task sequence-regression \\
-      --train-file ../shared/data/flip/gb1/three_vs_rest.csv.gz --sequence-column sequence --label-column target \\
-      --split-column set --validation-column validation --pooling max --learning-rate 3e-4 \\
-      --head-learning-rate 3e-3 --epochs 3 --eval-steps 56 --output-dir runs/gb1-lora
-
-  # FLIP 3-state secondary structure, per residue: labels and splits from a label FASTA, masked residues ignored
-  plm finetune --model runs/demo/final --task token-classification \\
-      --train-file ../shared/data/flip/secondary_structure/sequences.fasta.gz \\
-      --labels-fasta ../shared/data/flip/secondary_structure/sampled.fasta.gz \\
-      --mask-fasta ../shared/data/flip/secondary_structure/mask.fasta.gz \\
-      --split-column SET --validation-column VALIDATION --max-train-samples 2000 --max-length 512 \\
-      --output-dir runs/ss-lora
-
-  # sequence classification from a FASTA with labels in the headers (>P12345 LABEL=membrane), full fine-tuning
-  plm finetune --model runs/demo/final --task sequence-classification --method full --train-file train.fasta \\
-      --label-column LABEL --valid-file valid.fasta --test-file test.fasta
-
-  plm finetune training/configs/finetune_gb1.yaml --learning-rate 3e-3      # YAML keys = flags; flags win
-  accelerate launch training/finetune.py training/configs/finetune_gb1.yaml  # same job on accelerate's launcher
-
-Reload: modeling_plm.training.finetune.load_finetuned(OUTPUT_DIR) (+ AutoTokenizer.from_pretrained(OUTPUT_DIR)).
-"""
-
-
-def build_argument_parser() -> argparse.ArgumentParser:
-    defaults = FinetuneConfig()
-    parser = argparse.ArgumentParser(
-        prog="plm finetune",
-        description="Fine-tune a protein language model (LoRA or full) for sequence regression, sequence "
-        "classification or per-residue classification, on accelerate, with early stopping on the validation metric.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=FINETUNE_EXAMPLES,
-    )
-    parser.add_argument("config", nargs="?", help="YAML run config; its keys are the flags below, with underscores")
-
-    def add(group, name: str, help: str, **kwargs) -> None:
-        dest = name.removeprefix("--").replace("-", "_")
-        default = getattr(defaults, dest)
-        if isinstance(default, bool):
-            kwargs.setdefault("action", argparse.BooleanOptionalAction)
-        elif "type" not in kwargs and "choices" not in kwargs and default is not None:
-            kwargs["type"] = type(default)
-        shown = "" if default in (None, "") else f" (default: {default})"
-        group.add_argument(name, dest=dest, default=default, help=help + shown, **kwargs)
-
-    model = parser.add_argument_group("model")
-    add(model, "--model", "base checkpoint folder (any modeling_plm model, e.g. runs/demo/final)")
-    add(model, "--task", "what to predict", choices=TASKS)
-    add(model, "--method", "LoRA adapters + head, or every weight", choices=METHODS)
-    add(model, "--lora-r", "LoRA rank")
-    add(model, "--lora-alpha", "LoRA scale numerator (scale = alpha / r)")
-    add(model, "--lora-dropout", "dropout on the LoRA input")
-    add(model, "--lora-targets", "adapted modules", choices=("attention", "all-linear"))
-    add(
-        model,
-        "--pooling",
-        "sequence tasks: pooling over residues (default: the checkpoint's)",
-        choices=("mean", "max", "bos"),
-    )
-
-    data = parser.add_argument_group("data (CSV/TSV columns, or FASTA header KEY=VALUE fields)")
-    add(data, "--train-file", "CSV/TSV or FASTA(.gz); with --split-column also holds the validation and test rows")
-    add(data, "--valid-file", "separate validation file (same format; split columns not read)", type=str)
-    add(data, "--test-file", "separate test file, scored once with the best checkpoint", type=str)
-    add(data, "--sequence-column", "CSV column of the amino-acid sequence")
-    add(data, "--label-column", "CSV column or FASTA header key of the label (token tasks in CSV: one per residue)")
-    add(data, "--split-column", "CSV column or FASTA header key holding --train-split / --test-split", type=str)
-    add(data, "--validation-column", "CSV column or header key; true marks training rows used for validation", type=str)
-    add(data, "--mask-column", "token tasks, CSV: column of one 0/1 per residue (0 = ignored)", type=str)
-    add(data, "--labels-fasta", "token tasks, FASTA: per-residue labels by id (header fields are read too)", type=str)
-    add(data, "--mask-fasta", "token tasks, FASTA: 0/1 per residue by id (0 = ignored in loss and metrics)", type=str)
-    add(data, "--train-split", "split value of training rows")
-    add(data, "--test-split", "split value of test rows")
-    add(data, "--valid-fraction", "hold out this fraction of train for validation when nothing marks validation")
-    add(data, "--max-train-samples", "seeded random subset of the training sequences", type=int)
-    add(data, "--max-valid-samples", "seeded random subset of the validation sequences", type=int)
-    add(data, "--max-test-samples", "seeded random subset of the test sequences", type=int)
-    add(
-        data,
-        "--max-length",
-        "residues per input: token tasks cut longer sequences into chunks, sequence tasks keep "
-        "the first ones (default: the model's context)",
-        type=int,
-    )
-    add(
-        data,
-        "--invalid-residues",
-        "a character outside the tokenizer's residues: error, or map it to X",
-        choices=("error", "X"),
-    )
-
-    optimisation = parser.add_argument_group("optimisation")
-    add(optimisation, "--epochs", "passes over the training set (at most: early stopping may end sooner)")
-    add(optimisation, "--batch-size", "sequences per step")
-    add(optimisation, "--group-by-length", "batch sequences of similar length together")
-    add(optimisation, "--gradient-accumulation-steps", "micro-batches per optimizer step")
-    add(optimisation, "--learning-rate", "peak learning rate (default: 1e-3 for LoRA, 1e-4 for full)", type=float)
-    add(optimisation, "--head-learning-rate", "peak learning rate of the head (default: --learning-rate)", type=float)
-    add(optimisation, "--weight-decay", "AdamW weight decay (not on biases and norms)")
-    add(optimisation, "--lr-schedule", "after the warm-up", choices=("cosine", "wsd", "constant"))
-    add(optimisation, "--warmup-ratio", "fraction of the steps of linear warm-up")
-    add(optimisation, "--min-lr-ratio", "final learning rate as a fraction of the peak")
-    add(optimisation, "--wsd-decay-ratio", "wsd: fraction of the steps of final decay")
-    add(optimisation, "--adam-beta1", "AdamW beta1")
-    add(optimisation, "--adam-beta2", "AdamW beta2")
-    add(optimisation, "--adam-epsilon", "AdamW epsilon")
-    add(optimisation, "--max-grad-norm", "gradient clipping (0: none)")
-    add(optimisation, "--mixed-precision", "accelerate mixed precision", choices=("no", "bf16", "fp16"))
-    add(optimisation, "--normalize-targets", "regression: train on standardised targets (folded back on save)")
-    add(
-        optimisation,
-        "--standardize-pooled",
-        "sequence tasks: centre the pooled features on their training mean and scale them to unit spread before the "
-        "head (folded into the head on save); needed when sequences are near-identical, e.g. variants of one protein",
-    )
-
-    evaluation = parser.add_argument_group("evaluation and early stopping")
-    add(evaluation, "--eval-steps", "validate every N optimizer steps (0: every epoch)")
-    add(evaluation, "--eval-token-budget", "padded tokens per evaluation batch (length-sorted)")
-    add(
-        evaluation,
-        "--metric-for-best",
-        "validation metric that picks the best checkpoint (default: spearman for "
-        "regression, accuracy for classification)",
-        type=str,
-    )
-    add(evaluation, "--early-stopping-patience", "stop after N validations without improvement (0: never)")
-
-    bookkeeping = parser.add_argument_group("output")
-    add(bookkeeping, "--output-dir", "where the best checkpoint, metrics.jsonl and finetune_record.json go")
-    add(bookkeeping, "--overwrite", "replace a non-empty output folder")
-    add(bookkeeping, "--seed", "seed of the head initialisation, LoRA dropout, batches and subsets")
-    add(bookkeeping, "--log-steps", "write the mean training loss every N steps")
-    return parser
-
-
-def load_finetune_config(argv: list[str] | None = None) -> FinetuneConfig:
-    """YAML values first, then the flags that were given."""
-    parser = build_argument_parser()
-    args = parser.parse_args(argv)
-    if args.config:
-        raw = yaml.safe_load(Path(args.config).read_text()) or {}
-        known = {spec.name for spec in dataclasses.fields(FinetuneConfig)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"{args.config}: unknown keys {sorted(unknown)}")
-        parser.set_defaults(**raw)
-        args = parser.parse_args(argv)
-    values = vars(args)
-    values.pop("config")
-    return FinetuneConfig(**values)
-
-
 def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    config = load_finetune_config(argv)
-    output_dir = finetune(config)
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
-        return 0
-    record = read_record(output_dir)
-    best = record["best_valid"][record["metric_for_best"]]
-    print(f"best valid {record['metric_for_best']} {_number(best)} at step {record['best_step']}")
-    if "test" in record:
-        print("test: " + ", ".join(f"{k} {_number(v)}" for k, v in record["test"].items()))
-    print(f"Saved to {output_dir} (load with modeling_plm.training.finetune.load_finetuned)")
-    return 0

@@ -13,7 +13,6 @@ checkpoint state (`save_state` / `load_state`) and trackers. What it adds:
   schedule.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -30,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
@@ -40,17 +37,16 @@ from .. import __version__
 from ..configuration_plm import PLMConfig
 from ..data.collators import GLMCollator, build_collator, pack_rows
 from ..data.records import (
-    DATA_DIR_ENV,
     DataSource,
     ProteinStream,
     RecordPolicy,
     RecordStats,
-    find_data_dir,
     load_clusters,
     read_id_list,
 )
 from ..modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
 from ..tokenization_plm import PLMTokenizerFast
+from .config import RunConfig, expand_data_path
 from .flops import flops_6nd, non_embedding_parameters, training_flops
 from .presets import config_from_preset
 
@@ -62,8 +58,8 @@ CHECKPOINT_PREFIX = "step-"
 
 
 @dataclass
-class PretrainConfig:
-    """Every knob of a pretraining run. YAML files and `--flags` set these fields (flags win)."""
+class PretrainConfig(RunConfig):
+    """Every knob of a pretraining run: `RunConfig`'s and these. YAML files and `--flags` set them (flags win)."""
 
     # Model
     preset: str = "small"
@@ -81,37 +77,20 @@ class PretrainConfig:
     # Data
     train_file: list[str] = field(default_factory=list)
     valid_file: list[str] = field(default_factory=list)
-    valid_fraction: float = 0.01
     valid_sequences: int = 256
     crop_length: int = 510
     min_length: int = 1
-    invalid_residues: str = "skip"
     stop_codon: str = "strip"
     exclude_ids: str | None = None
     clusters: str | None = None
     shuffle_buffer: int = 10_000
     # Batches
-    batch_size: int = 16
     pack_length: int | None = None
-    gradient_accumulation_steps: int = 1
-    # Optimisation (the paper's recipe: AdamW β2 0.95, wd 0.1, clip 1.0, 2.5% warm-up, cosine to 10%)
+    # Optimisation (the paper's recipe, `RunConfig`'s defaults: AdamW β2 0.95, wd 0.1, clip 1.0, 2.5% warm-up,
+    # cosine to 10%)
     max_steps: int = 1000
     learning_rate: float = 4e-4
-    lr_schedule: str = "cosine"
-    warmup_ratio: float = 0.025
-    min_lr_ratio: float = 0.1
-    wsd_decay_ratio: float = 0.2
-    weight_decay: float = 0.1
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
     # Bookkeeping
-    output_dir: str = "runs/pretrain"
-    seed: int = 0
-    log_steps: int = 10
-    eval_steps: int = 100
     eval_batch_size: int = 16
     eval_objectives: list[str] = field(default_factory=list)
     save_steps: int = 100
@@ -120,6 +99,7 @@ class PretrainConfig:
     report_to: str = "tensorboard"
 
     def validate(self) -> None:
+        self.validate_shared()
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if not self.train_file:
@@ -127,8 +107,6 @@ class PretrainConfig:
         for objective in self.eval_objectives:
             if objective not in ATTENTION_OF_OBJECTIVE:
                 raise ValueError(f"eval objective must be mlm, clm or glm, got {objective!r}")
-        if self.lr_schedule not in ("cosine", "wsd", "constant"):
-            raise ValueError(f"lr_schedule must be cosine, wsd or constant, got {self.lr_schedule!r}")
         if self.pack_length is not None and self.crop_length + 2 > self.pack_length:
             raise ValueError(f"crop_length + 2 ({self.crop_length + 2}) must fit in pack_length ({self.pack_length})")
         if not 0 < self.transfer_fraction < 1:
@@ -143,16 +121,7 @@ class PretrainConfig:
                 setattr(self, name, expand_data_path(getattr(self, name)))
 
 
-def expand_data_path(spec: str) -> str:
-    if "PLM_DATA_DIR" in spec:
-        data_dir = os.environ.get(DATA_DIR_ENV) or find_data_dir()
-        if data_dir is None:
-            raise FileNotFoundError(f"{spec}: set {DATA_DIR_ENV} to the shared data folder")
-        spec = spec.replace("${PLM_DATA_DIR}", str(data_dir)).replace("$PLM_DATA_DIR", str(data_dir))
-    return os.path.expanduser(spec)
-
-
-def learning_rate_factor(step: int, total_steps: int, config: PretrainConfig) -> float:
+def learning_rate_factor(step: int, total_steps: int, config: RunConfig) -> float:
     """Multiplier of the peak LR: linear warm-up, then cosine decay to `min_lr_ratio` (or WSD: stable, then a
     linear decay over the last `wsd_decay_ratio` of the steps)."""
     warmup = max(1, round(config.warmup_ratio * total_steps))
@@ -177,13 +146,12 @@ def derived_seed(*parts: int | str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def objective_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy and the number of target tokens: CLM predicts the next token, MLM and GLM the label at
-    each position (GLM batches already hold each span token's next token as its label)."""
+def predicted_targets(labels: torch.Tensor, objective: str) -> torch.Tensor:
+    """Tokens the loss scores: CLM predicts each label from the token before it (the models' `ForCausalLM` loss
+    shifts), MLM and GLM the label at each position (GLM batches already hold each span token's next token)."""
     if objective == "clm":
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-    return loss, (labels != -100).sum()
+        labels = labels[:, 1:]
+    return (labels != -100).sum()
 
 
 def batch_sequence_lengths(batch: dict[str, torch.Tensor], pad_token_id: int) -> tuple[list[int], list[int] | None]:
@@ -192,7 +160,10 @@ def batch_sequence_lengths(batch: dict[str, torch.Tensor], pad_token_id: int) ->
     if "attention_mask" in batch:
         real &= batch["attention_mask"].bool()
         sequence_ids = torch.arange(len(real))[:, None].expand_as(real)  # one sequence per row
-    else:  # packed rows: a sequence starts where its position restarts at 0 (outside GLM spans)
+    elif "cu_seq_lens_q" in batch:  # packed rows with their metadata: boundaries over the flattened rows
+        boundaries = batch["cu_seq_lens_q"][1:].to(real.device)
+        sequence_ids = torch.bucketize(torch.arange(real.numel()), boundaries, right=True).view_as(real)
+    else:  # packed rows without metadata: a sequence starts where its position restarts at 0 (outside GLM spans)
         starts = batch["position_ids"] == 0
         if "block_position_ids" in batch:
             starts &= batch["block_position_ids"] == 0
@@ -447,12 +418,11 @@ class PhaseRunner:
                 chunk = sequences[start : start + self.config.eval_batch_size]
                 # The masks do not depend on the run's seed: runs that differ in seed are scored on the same task.
                 batch = self._to_device(collator(chunk, derived_seed("eval", objective, start)))
-                labels = batch.pop("labels")
                 with self.accelerator.autocast():
-                    logits = self.model(**batch, attention_type=ATTENTION_OF_OBJECTIVE[objective]).logits
-                loss, n = objective_loss(logits, labels, objective)
-                loss_sum += loss.double()
-                count += n
+                    # The models' own loss, summed (num_items_in_batch=1): the split's mean is taken below.
+                    loss = self.model(**batch, attention_type=ATTENTION_OF_OBJECTIVE[objective], num_items_in_batch=1)
+                loss_sum += loss.loss.double()
+                count += predicted_targets(batch["labels"], objective)
             loss_sum, count = self.accelerator.reduce(loss_sum), self.accelerator.reduce(count)
             mean = (loss_sum / count.clamp(min=1)).item()
             results[objective] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0))}
@@ -483,13 +453,11 @@ class PhaseRunner:
             tokens += sum(lengths)
             flops += training_flops(self.model_config, lengths, attention, contexts)
             batch = self._to_device(batch)
-            labels = batch.pop("labels")
             is_last = index == len(micro_batches) - 1
             context = self.accelerator.no_sync(self.model) if not is_last else contextlib.nullcontext()
             with context, self.accelerator.autocast():
-                logits = self.model(**batch, attention_type=attention).logits
-                loss, _ = objective_loss(logits, labels, self.objective)
-                loss = loss / max(targets, 1)
+                # The models' own loss (`ForMaskedLM` / `ForCausalLM`), normalised by the window's target count.
+                loss = self.model(**batch, attention_type=attention, num_items_in_batch=max(targets, 1)).loss
             self.accelerator.backward(loss)
             loss_total += loss.item()
         if self.config.max_grad_norm:
@@ -734,73 +702,3 @@ def _save_model(runner: PhaseRunner, folder: Path) -> None:
         model.save_pretrained(folder, state_dict=state_dict)
         runner.tokenizer.save_pretrained(folder)
     accelerator.wait_for_everyone()
-
-
-# ---- configuration from YAML and flags ------------------------------------------------------------------------
-def _field_parser(annotation: Any):
-    text = str(annotation)
-    if "dict" in text:
-        return json.loads
-    if "int" in text and "float" not in text and "str" not in text:
-        return int
-    if "float" in text:
-        return float
-    return str
-
-
-def build_argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="plm pretrain",
-        description="Pretrain a protein language model with accelerate (CPU, GPU, DDP, FSDP2, DeepSpeed).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=PRETRAIN_EXAMPLES,
-    )
-    parser.add_argument("config", nargs="?", help="YAML run config (its keys are the flags below, with underscores)")
-    for spec in dataclasses.fields(PretrainConfig):
-        flag = "--" + spec.name.replace("_", "-")
-        if spec.type is bool or str(spec.type) == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif "list" in str(spec.type):
-            parser.add_argument(flag, action="append", default=None, help="repeatable")
-        else:
-            parser.add_argument(flag, type=_field_parser(spec.type), default=None)
-    return parser
-
-
-PRETRAIN_EXAMPLES = """examples:
-  plm pretrain training/configs/smoke.yaml                      # < 2 min on a CPU
-  plm pretrain training/configs/demo.yaml --max-steps 2000 --output-dir runs/demo
-  plm pretrain training/configs/smoke.yaml --objective clm-mlm --transfer-fraction 0.2
-  plm pretrain --preset plm_10m --train-file sprot.fasta.gz:3 --train-file metagenome.fasta:1 --objective glm
-  plm pretrain training/configs/smoke.yaml --output-dir runs/smoke --resume auto   # continue after a stop
-  torchrun --nproc_per_node 2 training/pretrain.py training/configs/smoke.yaml   # DDP (gloo on CPU)
-  accelerate launch --config_file training/accelerate/fsdp2.yaml training/pretrain.py training/configs/plm_100m.yaml
-"""
-
-
-def load_pretrain_config(argv: list[str] | None = None) -> PretrainConfig:
-    """YAML values first, then the flags that were given."""
-    args = vars(build_argument_parser().parse_args(argv))
-    config_file = args.pop("config")
-    values: dict[str, Any] = {}
-    if config_file:
-        raw = yaml.safe_load(Path(config_file).read_text()) or {}
-        unknown = set(raw) - {spec.name for spec in dataclasses.fields(PretrainConfig)}
-        if unknown:
-            raise ValueError(f"{config_file}: unknown keys {sorted(unknown)}")
-        values.update(raw)
-    values.update({key: value for key, value in args.items() if value is not None})
-    for key in ("train_file", "valid_file", "eval_objectives"):
-        if isinstance(values.get(key), str):
-            values[key] = [values[key]]
-    return PretrainConfig(**values)
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("modeling_plm").setLevel(logging.INFO)
-    config = load_pretrain_config(argv)
-    final = pretrain(config)
-    if Accelerator().is_main_process:
-        print(f"Saved the trained model to {final}")
-    return 0
