@@ -4,8 +4,8 @@ shapes of the benchmarks: decoding (8 rows), and embedding or training (1,024-4,
     python benchmarks/bench_gemm.py
     python benchmarks/bench_gemm.py --threads 1
 
-Inference rows time one call with no autograd: torch, `PLMLinear` on oneDNN (plain weight), and the pre-packed weight
-`generate()` uses (`PackedProjection`). Training rows time forward + backward of one layer (input and weight
+Inference rows time one call with no autograd: torch, `OneDNNLinear` (plain weight), and the pre-packed weight
+`generate()` uses (`FusedProjection`). Training rows time forward + backward of one layer (input and weight
 gradients). The outputs of every path are compared with torch's.
 """
 
@@ -17,7 +17,7 @@ import torch
 from common import report
 from torch import nn
 
-from modeling_plm.modeling_plm import ONEDNN_AVAILABLE, PackedProjection, PLMLinear
+from modeling_plm.kernels.onednn import ONEDNN_AVAILABLE, FusedProjection, OneDNNLinear
 
 # (rows, in, out): a 6x320 block's q/k/v fused (960) and SwiGLU gate/up fused (1,706), an ESM-2 8M MLP (1,280).
 INFERENCE_SHAPES = [(8, 320, 320), (8, 320, 960), (8, 320, 1706), (8, 853, 320), (1024, 320, 960), (1024, 320, 1280)]
@@ -36,8 +36,8 @@ def microseconds(function: Callable[[], object], seconds: float = 0.5) -> float:
 
 
 def inference_row(batch: int, fan_in: int, fan_out: int) -> tuple[dict, float]:
-    layer = PLMLinear(fan_in, fan_out, bias=False, kernel="onednn")
-    packed = PackedProjection((layer,))
+    layer = OneDNNLinear.from_linear(nn.Linear(fan_in, fan_out, bias=False))
+    packed = FusedProjection((layer,))
     x = torch.randn(batch, fan_in)
     with torch.no_grad():
         reference = nn.functional.linear(x, layer.weight)
@@ -57,7 +57,7 @@ def inference_row(batch: int, fan_in: int, fan_out: int) -> tuple[dict, float]:
 
 
 def training_row(batch: int, fan_in: int, fan_out: int) -> tuple[dict, float]:
-    layer = PLMLinear(fan_in, fan_out, kernel="onednn")
+    layer = OneDNNLinear.from_linear(nn.Linear(fan_in, fan_out))
     x = torch.randn(batch, fan_in, requires_grad=True)
     grad_output = torch.randn(batch, fan_out)
 

@@ -15,7 +15,8 @@ from common import add_kernel_argument, kernel_suffix, report, swissprot_sequenc
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from modeling_plm import PLMConfig, PLMForCausalLM, PLMTokenizerFast
-from modeling_plm.modeling_plm import CACHE_NAME, packed_projections
+from modeling_plm.kernels import decoding_projections
+from modeling_plm.modeling_plm import CACHE_NAME
 
 
 def llama_twin(model: PLMForCausalLM) -> LlamaForCausalLM:
@@ -64,7 +65,7 @@ def decode_loop_seconds(model, input_ids: torch.Tensor, new_tokens: int) -> floa
     """Seconds for new_tokens - 1 greedy steps by hand after the prefill: one forward per token with the model's
     cache and no `generate()` bookkeeping, which isolates the model's own per-token cost. Ours runs on the packed
     projections that its `generate()` uses."""
-    packing = packed_projections(model) if isinstance(model, PLMForCausalLM) else contextlib.nullcontext()
+    packing = decoding_projections(model) if isinstance(model, PLMForCausalLM) else contextlib.nullcontext()
     with packing:
         output = model(input_ids=input_ids, use_cache=True)
         cache, token = output[CACHE_NAME], output.logits[:, -1:].argmax(-1)
@@ -165,7 +166,7 @@ def main() -> None:
         rows,
         {
             "shape": f"{args.layers}x{args.hidden}, {args.heads} heads",
-            "cpu_linear_kernel": ours.model.layers[0].mlp.down_proj.kernel,
+            "cpu_linear_kernel": type(ours.model.layers[0].mlp.down_proj).__name__,
             "prompts": args.prompts,
             "new_tokens_each": args.new_tokens,
             "speedup": llama_seconds / our_seconds,

@@ -1,7 +1,8 @@
 """modeling_plm: protein language models for the Hugging Face ecosystem.
 
-Importing the package registers the config, models and tokenizer with transformers' Auto classes, and marks them
-for remote code so that `save_pretrained` writes an `auto_map` usable without this package installed.
+Importing the package registers the config, models and tokenizer with transformers' Auto classes, marks them for
+remote code so that `save_pretrained` writes an `auto_map` usable without this package installed, and hooks the
+runtime speed-ups of `modeling_plm.kernels` into the models.
 """
 
 from transformers import (
@@ -46,6 +47,9 @@ AutoTokenizer.register(PLMConfig, fast_tokenizer_class=PLMTokenizerFast, exist_o
 PLMTokenizerFast.register_for_auto_class("AutoTokenizer")
 
 from . import inference  # noqa: E402, F401  (registers the protein-* pipeline tasks; needs the Auto classes above)
+from .kernels import install as _install_kernels  # noqa: E402
+
+_install_kernels()  # the CPU and packing speed-ups for every model this package builds or loads
 from ._moved import install as _install_moved_modules  # noqa: E402
 
 _install_moved_modules()  # the import paths of modules that moved into subpackages

@@ -9,23 +9,21 @@ Attention types (the `attention_type` forward argument, or the class default):
     attend bidirectionally to the whole context; span tokens (`block_position_ids > 0`, placed after the context as
     `<sop> s1 s2 ...`) attend to the whole context and causally to span tokens up to themselves.
 
-Positions: `position_ids` follow transformers' conventions: computed from `attention_mask` when not given (so left and
-right padding both give the unpadded result), and restarting at 0 marks a new sequence in a padding-free packed row
-(only when no `attention_mask` is passed). GLM span tokens carry the position of their `<smask>`/`<gmask>` token and
-`block_position_ids` 1, 2, ... from `<sop>` on; with `position_embedding_type="rotary_2d"` the two are rotated into
-the two halves of each head (xTrimoPGLM's 2-D RoPE).
+Positions follow transformers: computed from `attention_mask` when not given (left and right padding both give the
+unpadded result); given without a mask, a restart at 0 starts a new sequence of a padding-free packed row. GLM span
+tokens carry the position of their `<smask>`/`<gmask>` and `block_position_ids` 1, 2, ... from `<sop>` on, rotated
+into the two halves of each head with `position_embedding_type="rotary_2d"` (xTrimoPGLM's 2-D RoPE).
 """
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -36,11 +34,10 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import can_return_tuple, logging
+from transformers.models.llama.modeling_llama import eager_attention_forward  # the same maths as ESM's
+from transformers.utils import can_return_tuple
 
 from .configuration_plm import PLMConfig
-
-logger = logging.get_logger(__name__)
 
 ATTENTION_TYPES = ("bidirectional", "causal", "glm")
 # Written into config.json on save, so that every Auto class loads a saved folder as remote code.
@@ -52,9 +49,8 @@ AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_plm.PLMForSequenceClassification",
     "AutoModelForTokenClassification": "modeling_plm.PLMForTokenClassification",
 }
-# transformers 5.24 renamed the decoding cache from `past_key_values` to `cache` (argument, output field and
-# generate()'s model kwarg); the old name stays a deprecated alias. Forwards accept both names and outputs use the
-# installed version's, so generation works on every release the package supports.
+# transformers 5.24 renamed the decoding cache `past_key_values` to `cache` (argument, output field, generate()'s
+# model kwarg), keeping the old name as an alias: forwards accept both, outputs use the installed version's.
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 # ESM-2 was trained with 15% of tokens selected and 80% of those replaced by <mask>.
 ESM_MASK_RATIO_TRAIN = 0.15 * 0.8
@@ -90,120 +86,6 @@ def build_norm(config: PLMConfig) -> nn.Module:
     if config.norm_type == "rmsnorm":
         return PLMRMSNorm(config.hidden_size, eps=config.layer_norm_eps)
     return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-
-# oneDNN GEMMs for the float32 projections on CPU. torch's default CPU BLAS (MKL) runs its generic code on non-Intel
-# CPUs: on AMD EPYC its fp32 GEMMs reach a third to a half of oneDNN's speed (BENCHMARKS.md).
-ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def resolve_cpu_linear_kernel(kernel: str) -> str:
-    if kernel == "onednn" and not ONEDNN_AVAILABLE:
-        raise ValueError("cpu_linear_kernel='onednn' needs a torch build with oneDNN (mkldnn); use 'auto' or 'torch'.")
-    if kernel == "auto":
-        return "onednn" if ONEDNN_AVAILABLE else "torch"
-    return kernel
-
-
-def onednn_input(x: torch.Tensor) -> bool:
-    """Inputs oneDNN takes as torch would: non-empty float32 CPU tensors, outside autocast, compiled graphs and
-    traces (which keep the portable op)."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.numel() > 0
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-    )
-
-
-def is_plain_parameter(weight: torch.Tensor) -> bool:
-    """Not a tensor subclass (FSDP's DTensor) nor a DeepSpeed ZeRO-3 parameter: those keep torch's own linear."""
-    return type(weight) in (torch.Tensor, nn.Parameter) and not hasattr(weight, "ds_id")
-
-
-def onednn_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T + bias on oneDNN; weight is (out, in), plain or pre-packed by `_reorder_linear_weight`."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-class OneDNNLinearFunction(torch.autograd.Function):
-    """A linear layer whose forward and both gradients are oneDNN GEMMs."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return onednn_matmul(x, weight, bias)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = onednn_matmul(grad_output, weight.t().contiguous())
-        flat_grad = grad_output.reshape(-1, grad_output.shape[-1])
-        if ctx.needs_input_grad[1]:
-            grad_weight = onednn_matmul(flat_grad.t(), x.reshape(-1, x.shape[-1]).t())
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = flat_grad.sum(0)
-        return grad_x, grad_weight, grad_bias
-
-
-class PLMLinear(nn.Linear):
-    """`nn.Linear` (same parameters, same state dict) whose float32 CPU matmuls run on oneDNN when `kernel` says so."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, kernel: str = "auto"):
-        super().__init__(in_features, out_features, bias=bias)
-        self.kernel = resolve_cpu_linear_kernel(kernel)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel != "onednn" or not is_plain_parameter(self.weight) or not onednn_input(x):
-            return nn.functional.linear(x, self.weight, self.bias)
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            return OneDNNLinearFunction.apply(x, self.weight, self.bias)
-        return onednn_matmul(x, self.weight, self.bias)
-
-
-class PackedProjection:
-    """Linear layers that read one input, run as a single oneDNN matmul over their concatenated weights pre-packed
-    into oneDNN's blocked layout: the fast form of the few-row matmuls of decoding. A snapshot of the weights, so
-    `PLMForCausalLM.generate` makes them for the length of one call only."""
-
-    def __init__(self, linears: tuple[nn.Linear, ...]):
-        with torch.no_grad():
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(torch.cat([x.weight for x in linears]), None)
-            self.bias = torch.cat([x.bias for x in linears]) if linears[0].bias is not None else None
-        self.sizes = [linear.out_features for linear in linears]
-
-    @classmethod
-    def of(cls, linears: tuple[nn.Linear, ...]) -> "PackedProjection | None":
-        """Packs plain float32 CPU PLMLinears on the oneDNN kernel; None for anything else, such as PEFT-wrapped
-        layers or layers with hooks, which must see their own calls."""
-        packable = all(
-            type(linear) is PLMLinear
-            and linear.kernel == "onednn"
-            and is_plain_parameter(linear.weight)
-            and linear.weight.device.type == "cpu"
-            and linear.weight.dtype == torch.float32
-            and not (linear._forward_hooks or linear._forward_pre_hooks)
-            for linear in linears
-        )
-        return cls(linears) if packable else None
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return onednn_matmul(x, self.weight, self.bias).split(self.sizes, dim=-1)
-
-
-def project(
-    x: torch.Tensor, linears: tuple[nn.Linear, ...], packed: PackedProjection | None
-) -> tuple[torch.Tensor, ...]:
-    """The outputs of linear layers that read one input: one packed matmul inside `generate()`, else a call each."""
-    if packed is not None and not torch.is_grad_enabled() and onednn_input(x):
-        return packed(x)
-    return tuple(linear(x) for linear in linears)
 
 
 class PLMRotaryEmbedding(nn.Module):
@@ -253,88 +135,6 @@ def apply_rotary_pos_emb(
     return q * cos + swap_halves(q, parts) * signed_sin, k * cos + swap_halves(k, parts) * signed_sin
 
 
-def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """(batch, kv_heads, seq, dim) -> (batch, kv_heads * n_rep, seq, dim) for grouped-query attention."""
-    if n_rep == 1:
-        return hidden_states
-    batch, kv_heads, seq_len, head_dim = hidden_states.shape
-    hidden_states = hidden_states[:, :, None].expand(batch, kv_heads, n_rep, seq_len, head_dim)
-    return hidden_states.reshape(batch, kv_heads * n_rep, seq_len, head_dim)
-
-
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    key = repeat_kv(key, module.num_key_value_groups)
-    value = repeat_kv(value, module.num_key_value_groups)
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
-    return output, weights
-
-
-def packed_sequence_segments(
-    sequence_ids: torch.Tensor, block_position_ids: torch.Tensor | None, attention_type: str
-) -> list[tuple[list[int], list[torch.Tensor | None]]]:
-    """For each packed row, the lengths of its sequences and their masks: None for bidirectional and causal
-    attention, and for GLM each sequence's own prefix-LM mask (every token sees the context, spans are causal)."""
-    segments = []
-    for row, row_ids in enumerate(sequence_ids):
-        lengths = torch.unique_consecutive(row_ids, return_counts=True)[1].tolist()
-        masks: list[torch.Tensor | None] = [None] * len(lengths)
-        if attention_type == "glm":
-            for index, is_context in enumerate((block_position_ids[row] == 0).split(lengths)):
-                causal = torch.ones(len(is_context), len(is_context), dtype=torch.bool, device=row_ids.device).tril()
-                masks[index] = causal | is_context[None, :]
-        segments.append((lengths, masks))
-    return segments
-
-
-def packed_sdpa_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    is_causal: bool = False,
-    segments: list[tuple[list[int], list[torch.Tensor | None]]] | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """SDPA over packed rows, one sequence at a time: the work grows with the sum of squared sequence lengths instead
-    of the squared row length that a block-diagonal mask costs, and no kernel sees a mask where none is needed.
-    (unbind and split, not slicing: their backward writes each gradient once instead of zero-filling per slice.)"""
-    key = repeat_kv(key, module.num_key_value_groups)
-    value = repeat_kv(value, module.num_key_value_groups)
-    rows = []
-    for q_row, k_row, v_row, (lengths, masks) in zip(query.unbind(0), key.unbind(0), value.unbind(0), segments):
-        pieces = [
-            nn.functional.scaled_dot_product_attention(  # 4-D inputs: 3-D ones miss the fused CPU kernel
-                q[None],
-                k[None],
-                v[None],
-                attn_mask=mask,
-                dropout_p=dropout,
-                is_causal=is_causal and mask is None,
-                scale=scaling,
-            )
-            for q, k, v, mask in zip(q_row.split(lengths, 1), k_row.split(lengths, 1), v_row.split(lengths, 1), masks)
-        ]
-        rows.append(torch.cat(pieces, dim=2))
-    return torch.cat(rows).transpose(1, 2).contiguous(), None
-
-
 def get_attention_function(attn_implementation: str) -> Callable:
     """The kernel for a backend name. An unknown or unregistered backend raises: we never fall back silently."""
     if attn_implementation != "eager" and attn_implementation not in ALL_ATTENTION_FUNCTIONS:
@@ -358,12 +158,10 @@ class PLMAttention(nn.Module):
         self.rotary_parts = 2 if config.position_embedding_type == "rotary_2d" else 1
         q_width = config.num_attention_heads * self.head_dim
         kv_width = config.num_key_value_heads * self.head_dim
-        kernel = config.cpu_linear_kernel
-        self.q_proj = PLMLinear(config.hidden_size, q_width, bias=config.attention_bias, kernel=kernel)
-        self.k_proj = PLMLinear(config.hidden_size, kv_width, bias=config.attention_bias, kernel=kernel)
-        self.v_proj = PLMLinear(config.hidden_size, kv_width, bias=config.attention_bias, kernel=kernel)
-        self.o_proj = PLMLinear(q_width, config.hidden_size, bias=config.attention_bias, kernel=kernel)
-        self.packed_qkv = self.packed_o = None
+        self.q_proj = nn.Linear(config.hidden_size, q_width, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
+        self.o_proj = nn.Linear(q_width, config.hidden_size, bias=config.attention_bias)
         if config.norm_scheme == "deepnorm":
             self.v_proj.init_scale = self.o_proj.init_scale = config.deepnorm_beta
 
@@ -379,7 +177,7 @@ class PLMAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
-        query, key, value = project(hidden_states, (self.q_proj, self.k_proj, self.v_proj), self.packed_qkv)
+        query, key, value = self.project_input(hidden_states)
         query = query.view(hidden_shape).transpose(1, 2)
         key = key.view(hidden_shape).transpose(1, 2)
         value = value.view(hidden_shape).transpose(1, 2)
@@ -401,58 +199,11 @@ class PLMAttention(nn.Module):
             **kwargs,
         )
         output = output.reshape(*input_shape, -1).contiguous()
-        return project(output, (self.o_proj,), self.packed_o)[0], weights
+        return self.o_proj(output), weights
 
-    def pack_projections(self, pack: bool) -> None:
-        """Packs (or drops) the fused q/k/v and output weights that `generate()` decodes with."""
-        self.packed_qkv = PackedProjection.of((self.q_proj, self.k_proj, self.v_proj)) if pack else None
-        self.packed_o = PackedProjection.of((self.o_proj,)) if pack else None
-
-
-class PLMCacheLayer(DynamicLayer):
-    """A `DynamicLayer` that writes new keys and values into spare capacity instead of concatenating: decoding
-    copies each token once, not the whole cache at every step. `keys`/`values` are views of the filled part, so
-    everything else (cropping, beam reordering, batch selection) works as in `DynamicLayer`: when another method
-    replaces them, the next update starts a new buffer from them."""
-
-    min_capacity = 256
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-            self.key_buffer = self.value_buffer = None
-        new = key_states.shape[-2]
-        length = self.get_seq_length()
-        buffer_is_current = (
-            self.key_buffer is not None
-            and self.keys.data_ptr() == self.key_buffer.data_ptr()
-            and self.keys.shape[:2] == self.key_buffer.shape[:2]
-        )
-        if not buffer_is_current or length + new > self.key_buffer.shape[-2]:
-            capacity = max(self.min_capacity, 2 * (length + new))
-            batch, heads, _, head_dim = key_states.shape
-            self.key_buffer = key_states.new_empty(batch, heads, capacity, head_dim)
-            self.value_buffer = value_states.new_empty(batch, heads, capacity, head_dim)
-            if length:
-                self.key_buffer[:, :, :length] = self.keys
-                self.value_buffer[:, :, :length] = self.values
-        self.key_buffer[:, :, length : length + new] = key_states
-        self.value_buffer[:, :, length : length + new] = value_states
-        self.keys = self.key_buffer[:, :, : length + new]
-        self.values = self.value_buffer[:, :, : length + new]
-        return self.keys, self.values
-
-    def reset(self) -> None:
-        self.key_buffer = self.value_buffer = None
-        super().reset()
-
-
-class PLMCache(DynamicCache):
-    """The default cache of PLM models: a `DynamicCache` made of `PLMCacheLayer`s."""
-
-    def __init__(self, num_layers: int):
-        super().__init__()
-        self.layers = [PLMCacheLayer() for _ in range(num_layers)]
+    def project_input(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # A method of its own so that decoding kernels can fuse the three (modeling_plm.kernels).
+        return self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
 
 
 class PLMMLP(nn.Module):
@@ -461,33 +212,28 @@ class PLMMLP(nn.Module):
     def __init__(self, config: PLMConfig):
         super().__init__()
         self.is_gated = config.mlp_type == "glu"
-        hidden, intermediate, kernel = config.hidden_size, config.intermediate_size, config.cpu_linear_kernel
-        self.up_proj = PLMLinear(hidden, intermediate, bias=config.mlp_bias, kernel=kernel)
+        hidden, intermediate = config.hidden_size, config.intermediate_size
+        self.up_proj = nn.Linear(hidden, intermediate, bias=config.mlp_bias)
         if self.is_gated:
-            self.gate_proj = PLMLinear(hidden, intermediate, bias=config.mlp_bias, kernel=kernel)
-        self.down_proj = PLMLinear(intermediate, hidden, bias=config.mlp_bias, kernel=kernel)
-        self.packed_in = self.packed_down = None
+            self.gate_proj = nn.Linear(hidden, intermediate, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=config.mlp_bias)
         self.act_fn = ACT2FN[config.hidden_act]
         if config.norm_scheme == "deepnorm":
             for projection in (self.up_proj, self.down_proj, getattr(self, "gate_proj", None)):
                 if projection is not None:
                     projection.init_scale = config.deepnorm_beta
 
-    def input_projections(self) -> tuple[nn.Linear, ...]:
-        return (self.gate_proj, self.up_proj) if self.is_gated else (self.up_proj,)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_gated:
-            gate, up = project(x, self.input_projections(), self.packed_in)
+            gate, up = self.project_input(x)
             intermediate = self.act_fn(gate) * up
         else:
-            intermediate = self.act_fn(project(x, self.input_projections(), self.packed_in)[0])
-        return project(intermediate, (self.down_proj,), self.packed_down)[0]
+            intermediate = self.act_fn(self.project_input(x)[0])
+        return self.down_proj(intermediate)
 
-    def pack_projections(self, pack: bool) -> None:
-        """Packs (or drops) the fused input and the output weights that `generate()` decodes with."""
-        self.packed_in = PackedProjection.of(self.input_projections()) if pack else None
-        self.packed_down = PackedProjection.of((self.down_proj,)) if pack else None
+    def project_input(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # A method of its own so that decoding kernels can fuse the projections (modeling_plm.kernels).
+        return (self.gate_proj(x), self.up_proj(x)) if self.is_gated else (self.up_proj(x),)
 
 
 class PLMLayer(GradientCheckpointingLayer):
@@ -602,6 +348,30 @@ def find_packed_sequence_ids(
     return sequence_ids
 
 
+def compute_position_ids(
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    block_position_ids: torch.Tensor | None,
+    past_length: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The position of each token of `tokens` (batch, seq[, hidden]) and, in padding-free packed rows (positions given,
+    no attention mask, no cache), the index of its sequence (see the module docstring)."""
+    (batch_size, seq_length), device = tokens.shape[:2], tokens.device
+    if position_ids is not None:
+        position_ids = position_ids.to(device).expand(batch_size, -1)
+        is_packed = attention_mask is None and past_length == 0
+        return position_ids, find_packed_sequence_ids(position_ids, block_position_ids) if is_packed else None
+    if attention_mask is None:
+        position_ids = torch.arange(past_length, past_length + seq_length, device=device)
+        return position_ids.unsqueeze(0).expand(batch_size, -1), None
+    # Positions start at the first real token, so left- and right-padded rows match their unpadded selves; right
+    # padding keeps plain 0..L-1 (as ESM-2, so even padded positions match it).
+    first_real = attention_mask.long().argmax(-1, keepdim=True)
+    position_ids = torch.arange(attention_mask.shape[1], device=device) - first_real
+    return position_ids.clamp(min=0)[:, -seq_length:], None
+
+
 def same_sequence_mask_function(sequence_ids: torch.Tensor) -> Callable:
     def inner_mask(batch_idx, head_idx, q_idx, kv_idx):
         return sequence_ids[batch_idx, q_idx] == sequence_ids[batch_idx, kv_idx]
@@ -618,19 +388,6 @@ def glm_context_mask_function(block_position_ids: torch.Tensor) -> Callable:
     return inner_mask
 
 
-@contextmanager
-def packed_projections(model: nn.Module) -> Iterator[None]:
-    """Within the block, the attention and MLP projections of `model` run on `PackedProjection`s."""
-    blocks = [module for module in model.modules() if isinstance(module, (PLMAttention, PLMMLP))]
-    try:
-        for block in blocks:
-            block.pack_projections(True)
-        yield
-    finally:
-        for block in blocks:
-            block.pack_projections(False)
-
-
 class PLMPreTrainedModel(PreTrainedModel):
     config_class = PLMConfig
     config: PLMConfig
@@ -644,6 +401,16 @@ class PLMPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     # Default attention of the class; the forward argument `attention_type` overrides it.
     default_attention_type = "bidirectional"
+    # The `modeling_plm.kernels` module (oneDNN projections, fused decoding, packed attention), set when the package
+    # is imported; a remote-code copy of this file has none and runs torch's own paths, with the same results.
+    runtime_kernels = None
+
+    def post_init(self) -> None:
+        super().post_init()
+        if self.runtime_kernels is not None:
+            self.runtime_kernels.apply(self)
+        elif self.config.cpu_linear_kernel == "onednn":
+            raise ValueError("cpu_linear_kernel='onednn' needs the modeling_plm package installed (its kernels).")
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -732,76 +499,43 @@ class PLMModel(PLMPreTrainedModel):
         cache = resolve_cache_argument(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError("attention_mask must be 2-D (batch, past + current length) of 1s and 0s.")
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         attention_type = self._resolve_attention_type(attention_type, block_position_ids)
         if use_cache is None:
             use_cache = self.config.use_cache and attention_type != "bidirectional" and not self.training
         if use_cache and cache is None:
-            cache = PLMCache(self.config.num_hidden_layers)
+            cache = DynamicCache(config=self.config)
         past_length = cache.get_seq_length() if cache is not None else 0
-        batch_size, seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
-        device = (input_ids if input_ids is not None else inputs_embeds).device
-
+        tokens = input_ids if input_ids is not None else inputs_embeds
         padding_mask = None
         if attention_mask is not None:
-            if attention_mask.dim() != 2:
-                raise ValueError("attention_mask must be 2-D (batch, past + current length) of 1s and 0s.")
-            attention_mask = attention_mask.to(device)
-            padding_mask = attention_mask[:, -seq_length:].bool()
-
-        sequence_ids = None
-        if position_ids is None:
-            if attention_mask is not None:
-                # Positions start at the first real token, so left- and right-padded rows match their unpadded
-                # selves; right padding keeps plain 0..L-1 (as ESM-2, so even padded positions match it).
-                first_real = attention_mask.long().argmax(-1, keepdim=True)
-                position_ids = torch.arange(attention_mask.shape[1], device=device) - first_real
-                position_ids = position_ids.clamp(min=0)[:, -seq_length:]
-            else:
-                position_ids = torch.arange(past_length, past_length + seq_length, device=device)
-                position_ids = position_ids.unsqueeze(0).expand(batch_size, -1)
-        else:
-            position_ids = position_ids.to(device).expand(batch_size, -1)
-            if attention_mask is None and past_length == 0:
-                sequence_ids = find_packed_sequence_ids(position_ids, block_position_ids)
-        if block_position_ids is not None:
-            block_position_ids = block_position_ids.to(device).expand(batch_size, -1)
-
-        hidden_states = self.embeddings(
-            input_ids, inputs_embeds, position_ids, padding_mask, sequence_ids, attention_type == "bidirectional"
+            attention_mask = attention_mask.to(tokens.device)
+            padding_mask = attention_mask[:, -tokens.shape[1] :].bool()
+        position_ids, sequence_ids = compute_position_ids(
+            tokens, attention_mask, position_ids, block_position_ids, past_length
         )
+        if block_position_ids is not None:
+            block_position_ids = block_position_ids.to(tokens.device).expand(tokens.shape[0], -1)
 
-        # output_attentions is served by eager attention for this call, whatever the configured backend.
-        attn_implementation = "eager" if output_attentions else self.config._attn_implementation
-        attention_function = get_attention_function(attn_implementation)
-        attention_kwargs = {}
-        if attn_implementation == "sdpa" and sequence_ids is not None:
-            # Packed rows on SDPA: attend within each sequence rather than over the row with a block mask.
-            attention_function = packed_sdpa_attention_forward
-            attention_kwargs["segments"] = packed_sequence_segments(sequence_ids, block_position_ids, attention_type)
-            mask = None
-        elif (
-            seq_length == 1
-            and attn_implementation in ("sdpa", "eager")
-            and (attention_mask is None or bool(attention_mask.all()))
-        ):
-            mask = None  # one token with no padding sees all its past and itself (a decoding step): nothing to build
-        else:
-            mask = self._build_attention_mask(
-                attn_implementation,
-                hidden_states,
-                attention_mask,
-                cache,
-                attention_type,
-                sequence_ids,
-                block_position_ids,
-                past_length,
-            )
-        if attn_implementation.startswith("flash_attention"):
-            attention_kwargs["position_ids"] = position_ids  # varlen kernels find packed sequences from positions
+        is_bidirectional = attention_type == "bidirectional"
+        hidden_states = self.embeddings(
+            input_ids, inputs_embeds, position_ids, padding_mask, sequence_ids, is_bidirectional
+        )
+        attention_function, mask, attention_kwargs = self._attention_inputs(
+            hidden_states=hidden_states,
+            attention_mask=attention_mask,
+            cache=cache,
+            attention_type=attention_type,
+            position_ids=position_ids,
+            sequence_ids=sequence_ids,
+            block_position_ids=block_position_ids,
+            output_attentions=output_attentions,
+        )
         position_embeddings = None
         if self.rotary_emb is not None:
             position_embeddings = self.rotary_emb(hidden_states, position_ids, block_position_ids)
@@ -833,41 +567,53 @@ class PLMModel(PLMPreTrainedModel):
             **{CACHE_NAME: cache if use_cache else None},
         )
 
-    def _build_attention_mask(
+    def _attention_inputs(
         self,
-        attn_implementation: str,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
         cache: Cache | None,
         attention_type: str,
+        position_ids: torch.Tensor,
         sequence_ids: torch.Tensor | None,
         block_position_ids: torch.Tensor | None,
-        past_length: int,
-    ) -> torch.Tensor | None:
-        """The mask in the format of the backend, built with transformers' masking utilities."""
+        output_attentions: bool,
+    ) -> tuple[Callable, torch.Tensor | None, dict]:
+        """This call's attention function, its mask in the function's format (built with transformers' masking
+        utilities) and the function's extra arguments."""
+        # output_attentions is served by eager attention for this call, whatever the configured backend.
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention_function, extra = get_attention_function(implementation), {}
+        if implementation == "sdpa" and sequence_ids is not None and self.runtime_kernels is not None:
+            # Packed rows on SDPA: attend within each sequence rather than over the row with a block mask.
+            glm_blocks = block_position_ids if attention_type == "glm" else None
+            attention_function, extra = self.runtime_kernels.packed_attention(sequence_ids, glm_blocks)
+            return attention_function, None, extra
+        if implementation.startswith("flash_attention"):
+            if attention_type == "glm":
+                raise ValueError(
+                    f"{implementation} cannot express the GLM prefix-LM mask; load the model with "
+                    "attn_implementation='sdpa' or 'flex_attention' for GLM infilling."
+                )
+            extra["position_ids"] = position_ids  # varlen kernels find packed sequences from the positions
+        decoding_step = hidden_states.shape[1] == 1 and (attention_mask is None or bool(attention_mask.all()))
+        if decoding_step and implementation in ("sdpa", "eager"):
+            return attention_function, None, extra  # one token with no padding sees all its past and itself
+
         config = self.config
-        if attn_implementation != config._attn_implementation:
+        if implementation != config._attn_implementation:
             config = PLMConfig.from_dict(config.to_dict())
-            config._attn_implementation = attn_implementation
-        if attn_implementation.startswith("flash_attention") and attention_type == "glm":
-            raise ValueError(
-                f"{attn_implementation} cannot express the GLM prefix-LM mask; load the model with "
-                "attn_implementation='sdpa' or 'flex_attention' for GLM infilling."
-            )
+            config._attn_implementation = implementation
         same_sequence = same_sequence_mask_function(sequence_ids) if sequence_ids is not None else None
         if attention_type == "bidirectional":
-            return create_bidirectional_mask(
-                config,
-                hidden_states,
-                attention_mask,
-                and_mask_function=same_sequence,
-                **{CACHE_NAME: cache},
+            mask = create_bidirectional_mask(
+                config, hidden_states, attention_mask, and_mask_function=same_sequence, **{CACHE_NAME: cache}
             )
+            return attention_function, mask, extra
         context = None
-        if attention_type == "glm" and past_length == 0:
+        if attention_type == "glm" and (cache is None or cache.get_seq_length() == 0):
             # Once the context is cached, new span tokens need only the causal mask: all of it is in their past.
             context = glm_context_mask_function(block_position_ids)
-        return create_causal_mask(
+        mask = create_causal_mask(
             config,
             hidden_states,
             attention_mask,
@@ -876,6 +622,7 @@ class PLMModel(PLMPreTrainedModel):
             or_mask_function=context,
             and_mask_function=same_sequence,
         )
+        return attention_function, mask, extra
 
 
 class PLMLMHead(nn.Module):
@@ -885,7 +632,7 @@ class PLMLMHead(nn.Module):
         super().__init__()
         self.has_transform = config.lm_head_transform
         if self.has_transform:
-            self.dense = PLMLinear(config.hidden_size, config.hidden_size, kernel=config.cpu_linear_kernel)
+            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
             self.act_fn = ACT2FN[config.hidden_act]
             self.norm = build_norm(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -951,32 +698,8 @@ class PLMLanguageModelBase(PLMPreTrainedModel):
         self.lm_head.resize_bias(embeddings.num_embeddings)
         return embeddings
 
-    def _backbone(
-        self,
-        input_ids,
-        attention_mask,
-        position_ids,
-        block_position_ids,
-        cache,
-        inputs_embeds,
-        use_cache,
-        attention_type,
-        output_attentions,
-        output_hidden_states,
-        logits_to_keep,
-    ):
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            block_position_ids=block_position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            attention_type=attention_type or self.default_attention_type,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
+    def _backbone(self, attention_type: str | None, logits_to_keep: int = 0, **model_inputs):
+        outputs = self.model(attention_type=attention_type or self.default_attention_type, **model_inputs)
         hidden_states = outputs.last_hidden_state
         if logits_to_keep:  # only the last positions, e.g. the next-token logits during generation
             hidden_states = hidden_states[:, -logits_to_keep:]
@@ -984,12 +707,9 @@ class PLMLanguageModelBase(PLMPreTrainedModel):
 
     @torch.no_grad()
     def predict_contacts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Contact probabilities (batch, L, L) between residues, from every layer's attention maps (ESM-2 style).
-
-        The maps are computed eagerly for this call, whatever attention backend the model was loaded with. The input
-        must carry `<bos>` first and `<eos>` after the residues (as the tokenizer makes them); the result covers the
-        residue positions between them.
-        """
+        """Contact probabilities (batch, L, L) between residues, from every layer's attention maps (ESM-2 style),
+        computed eagerly whatever the loaded backend. The input carries `<bos>` first and `<eos>` after the residues
+        (as the tokenizer makes them); the result covers the residues between them."""
         if not hasattr(self, "contact_head"):
             raise AttributeError("This model has no contact head; convert an ESM-2 checkpoint to get one.")
         if attention_mask is None:
@@ -1028,17 +748,15 @@ class PLMForMaskedLM(PLMLanguageModelBase):
             token here, so the MLM and span losses are one cross-entropy.
         """
         outputs, logits = self._backbone(
-            input_ids,
-            attention_mask,
-            position_ids,
-            block_position_ids,
-            None,
-            inputs_embeds,
-            False,
             attention_type,
-            output_attentions,
-            output_hidden_states,
-            0,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            block_position_ids=block_position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
         )
         loss = None
         if labels is not None:
@@ -1075,17 +793,17 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         cache: the decoding cache (`past_key_values` is accepted as its older name).
         """
         outputs, logits = self._backbone(
-            input_ids,
-            attention_mask,
-            position_ids,
-            block_position_ids,
-            resolve_cache_argument(cache, past_key_values),
-            inputs_embeds,
-            use_cache,
             attention_type,
-            output_attentions,
-            output_hidden_states,
             logits_to_keep,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            block_position_ids=block_position_ids,
+            cache=resolve_cache_argument(cache, past_key_values),
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
         )
         loss = None
         if labels is not None:
@@ -1099,22 +817,17 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         )
 
     def generate(self, *args, **kwargs):
-        # Decoding's few-row matmuls run on fused, pre-packed oneDNN weights (CPU, float32), made for this call only.
-        # An assistant model drafts a few tokens per call: too few to pay for packing.
-        generation_config = kwargs.get("generation_config")
-        if generation_config is not None and generation_config.is_assistant:
+        if self.runtime_kernels is None:
             return super().generate(*args, **kwargs)
-        with packed_projections(self):
+        with self.runtime_kernels.decoding(self, kwargs.get("generation_config")):  # fused decoding projections
             return super().generate(*args, **kwargs)
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
-        # generate()'s default dynamic cache becomes PLMCache: the same contents, without the per-step copies.
-        # (Assistant models keep transformers' cache, which records its past for rollback.)
-        wants_dynamic = generation_config.cache_implementation in (None, "dynamic")
-        ours = wants_dynamic and generation_config.use_cache and not generation_config.is_assistant
-        if model_kwargs.get(CACHE_NAME) is None and ours:
-            model_kwargs[CACHE_NAME] = PLMCache(self.config.num_hidden_layers)
-            return
+        if model_kwargs.get(CACHE_NAME) is None and self.runtime_kernels is not None:
+            cache = self.runtime_kernels.generation_cache(self, generation_config)
+            if cache is not None:
+                model_kwargs[CACHE_NAME] = cache
+                return
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, block_position_ids=None, **kwargs):
@@ -1170,11 +883,8 @@ def residue_mask(
 def pool_residues(
     hidden_states: torch.Tensor, mask: torch.Tensor, method: str = "mean", bos_index: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Pool (batch, L, H) over the residues in `mask` into (batch, H).
-
-    `mean` and `max` use residue positions only (a sequence with none pools to zeros); `bos` takes the hidden state at
-    `bos_index` (batch,) -- the first real token.
-    """
+    """Pool (batch, L, H) over the residues in `mask` into (batch, H): `mean` and `max` over residue positions only
+    (a sequence with none pools to zeros); `bos` takes the hidden state at `bos_index` (batch,), the first token."""
     if method == "bos":
         if bos_index is None:
             bos_index = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device)
@@ -1201,15 +911,13 @@ class PLMClassificationHead(nn.Module):
         return self.out_proj(self.dropout(self.act_fn(self.dense(self.dropout(features)))))
 
 
-class PLMForSequenceClassification(PLMPreTrainedModel):
-    """Regression (`num_labels=1`) or classification from residues pooled by `config.classifier_pooling`."""
+class PLMClassifierBase(PLMPreTrainedModel):
+    """The backbone and a task head: subclasses turn hidden states into logits (`classify`) and score them."""
 
     def __init__(self, config: PLMConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.model = PLMModel(config)
-        self.classifier = PLMClassificationHead(config)
-        self.post_init()
 
     @can_return_tuple
     def forward(
@@ -1224,7 +932,7 @@ class PLMForSequenceClassification(PLMPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> SequenceClassifierOutput:
+    ) -> SequenceClassifierOutput | TokenClassifierOutput:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -1234,61 +942,49 @@ class PLMForSequenceClassification(PLMPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        hidden_states = outputs.last_hidden_state
-        mask = residue_mask(input_ids, attention_mask, self.config, hidden_states.shape[:2], hidden_states.device)
-        bos_index = attention_mask.long().argmax(-1) if attention_mask is not None else None
-        pooled = pool_residues(hidden_states, mask, self.config.classifier_pooling, bos_index)
-        logits = self.classifier(pooled)
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
-        return SequenceClassifierOutput(
+        logits = self.classify(outputs.last_hidden_state, input_ids, attention_mask)
+        loss = None if labels is None else self.classification_loss(logits, labels, **kwargs)
+        return self.output_class(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
 
-class PLMForTokenClassification(PLMPreTrainedModel):
-    """Per-token labels (e.g. secondary structure); label special tokens and padding with -100."""
+class PLMForSequenceClassification(PLMClassifierBase):
+    """Regression (`num_labels=1`) or classification from residues pooled by `config.classifier_pooling`."""
+
+    output_class = SequenceClassifierOutput
 
     def __init__(self, config: PLMConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.model = PLMModel(config)
+        self.classifier = PLMClassificationHead(config)
+        self.post_init()
+
+    def classify(self, hidden_states: torch.Tensor, input_ids, attention_mask) -> torch.Tensor:
+        mask = residue_mask(input_ids, attention_mask, self.config, hidden_states.shape[:2], hidden_states.device)
+        bos_index = attention_mask.long().argmax(-1) if attention_mask is not None else None
+        return self.classifier(pool_residues(hidden_states, mask, self.config.classifier_pooling, bos_index))
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
+
+
+class PLMForTokenClassification(PLMClassifierBase):
+    """Per-token labels (e.g. secondary structure); label special tokens and padding with -100."""
+
+    output_class = TokenClassifierOutput
+
+    def __init__(self, config: PLMConfig):
+        super().__init__(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        attention_type: str | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> TokenClassifierOutput:
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            attention_type=attention_type,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        logits = self.classifier(self.dropout(outputs.last_hidden_state))
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, config=self.config, **kwargs)
-        return TokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+    def classify(self, hidden_states: torch.Tensor, input_ids, attention_mask) -> torch.Tensor:
+        return self.classifier(self.dropout(hidden_states))
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.loss_function(logits=logits, labels=labels, config=self.config, **kwargs)
 
 
 __all__ = [

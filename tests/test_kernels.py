@@ -1,5 +1,5 @@
-"""Exactness of the CPU fast paths: oneDNN projections (forward and backward), generate()'s packed projections, and
-the cheaper RoPE and RMSNorm formulations, each against its reference."""
+"""Exactness of the CPU fast paths (modeling_plm.kernels): oneDNN projections (forward and backward), generate()'s
+fused projections, and the cheaper RoPE and RMSNorm formulations, each against its reference."""
 
 import copy
 import pickle
@@ -9,18 +9,18 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-import modeling_plm.modeling_plm as modeling
+import modeling_plm.kernels.onednn as onednn
 from modeling_plm import PLMConfig, PLMForCausalLM, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
-from modeling_plm.modeling_plm import (
-    PackedProjection,
-    PLMLinear,
-    PLMRMSNorm,
-    PLMRotaryEmbedding,
-    apply_rotary_pos_emb,
-    packed_projections,
-)
+from modeling_plm.kernels import decoding_projections
+from modeling_plm.kernels.onednn import FusedProjection, OneDNNLinear
+from modeling_plm.modeling_plm import PLMRMSNorm, PLMRotaryEmbedding, apply_rotary_pos_emb
 
-pytestmark = pytest.mark.skipif(not modeling.ONEDNN_AVAILABLE, reason="this torch build has no oneDNN")
+pytestmark = pytest.mark.skipif(not onednn.ONEDNN_AVAILABLE, reason="this torch build has no oneDNN")
+
+
+def onednn_linear(fan_in: int, fan_out: int, bias: bool = True) -> OneDNNLinear:
+    return OneDNNLinear.from_linear(nn.Linear(fan_in, fan_out, bias=bias))
+
 
 CONFIGS = {
     "modern": dict(),  # RMSNorm, SwiGLU, no biases
@@ -47,7 +47,7 @@ def scaled_close(got: torch.Tensor, want: torch.Tensor, tol: float = 1e-5) -> No
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(5, 48), (3, 7, 48)])
 def test_onednn_linear_matches_torch_forward_and_gradients(bias, shape):
-    layer = PLMLinear(48, 80, bias=bias, kernel="onednn")
+    layer = onednn_linear(48, 80, bias=bias)
     x = torch.randn(*shape, requires_grad=True)
     out = layer(x)
     assert type(out.grad_fn).__name__ == "OneDNNLinearFunctionBackward"  # the oneDNN path ran
@@ -64,7 +64,7 @@ def test_onednn_linear_matches_torch_forward_and_gradients(bias, shape):
 
 
 def test_onednn_linear_grads_only_what_is_asked():
-    layer = PLMLinear(16, 8, kernel="onednn")
+    layer = onednn_linear(16, 8)
     layer.weight.requires_grad_(False)
     x = torch.randn(4, 16, requires_grad=True)
     layer(x).sum().backward()
@@ -74,7 +74,7 @@ def test_onednn_linear_grads_only_what_is_asked():
 
 
 def test_torch_linear_kept_under_autocast_other_dtypes_and_empty_inputs():
-    layer = PLMLinear(16, 8, kernel="onednn")
+    layer = onednn_linear(16, 8)
     x = torch.randn(4, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer(x).dtype == torch.bfloat16  # autocast's rules, as nn.Linear
@@ -86,11 +86,11 @@ def test_torch_linear_kept_under_autocast_other_dtypes_and_empty_inputs():
 def test_kernel_choice_is_validated(monkeypatch):
     with pytest.raises(ValueError, match="cpu_linear_kernel must be one of"):
         PLMConfig(cpu_linear_kernel="mkl")
-    monkeypatch.setattr(modeling, "ONEDNN_AVAILABLE", False)
+    monkeypatch.setattr(onednn, "ONEDNN_AVAILABLE", False)
     with pytest.raises(ValueError, match="needs a torch build with oneDNN"):
         PLMForMaskedLM(config_from_preset("tiny", cpu_linear_kernel="onednn"))
     fallback = PLMForMaskedLM(config_from_preset("tiny"))  # "auto" documents its choice: torch without oneDNN
-    assert fallback.model.layers[0].mlp.up_proj.kernel == "torch"
+    assert type(fallback.model.layers[0].mlp.up_proj) is nn.Linear
 
 
 def test_kernel_choice_stays_with_the_machine(monkeypatch, tmp_path):
@@ -106,12 +106,12 @@ def test_kernel_choice_stays_with_the_machine(monkeypatch, tmp_path):
     stored = json.loads(config_file.read_text())
     config_file.write_text(json.dumps({**stored, "cpu_linear_kernel": "onednn"}))  # as versions <= 0.1 wrote it
 
-    monkeypatch.setattr(modeling, "ONEDNN_AVAILABLE", False)
+    monkeypatch.setattr(onednn, "ONEDNN_AVAILABLE", False)
     loaded = PLMForMaskedLM.from_pretrained(tmp_path)
     assert loaded.config.cpu_linear_kernel == "auto"
-    assert loaded.model.layers[0].mlp.up_proj.kernel == "torch"
+    assert type(loaded.model.layers[0].mlp.up_proj) is nn.Linear
     chosen = PLMForMaskedLM.from_pretrained(tmp_path, cpu_linear_kernel="torch")
-    assert chosen.model.layers[0].mlp.up_proj.kernel == "torch"
+    assert type(chosen.model.layers[0].mlp.up_proj) is nn.Linear
     with pytest.raises(ValueError, match="needs a torch build with oneDNN"):
         PLMForMaskedLM.from_pretrained(tmp_path, cpu_linear_kernel="onednn")
 
@@ -148,8 +148,8 @@ def greedy(model, input_ids, **options):
 def test_generate_on_packed_projections_equals_unpacked(config_name, monkeypatch):
     reference, fast = twin_models(PLMForCausalLM, config_name)
     calls = []
-    original_call = PackedProjection.__call__
-    monkeypatch.setattr(PackedProjection, "__call__", lambda self, x: calls.append(1) or original_call(self, x))
+    original_call = FusedProjection.__call__
+    monkeypatch.setattr(FusedProjection, "__call__", lambda self, x: calls.append(1) or original_call(self, x))
     input_ids = torch.randint(5, 25, (3, 6))
     packed, unpacked = greedy(fast, input_ids), greedy(reference, input_ids)
     layers, groups = fast.config.num_hidden_layers, 4  # q/k/v, output, MLP in, MLP out
@@ -158,13 +158,8 @@ def test_generate_on_packed_projections_equals_unpacked(config_name, monkeypatch
     for got, want in zip(packed.scores, unpacked.scores):
         scaled_close(got, want)
     for layer in fast.model.layers:
-        packed_state = (
-            layer.self_attn.packed_qkv,
-            layer.self_attn.packed_o,
-            layer.mlp.packed_in,
-            layer.mlp.packed_down,
-        )
-        assert packed_state == (None,) * 4
+        for block, output in ((layer.self_attn, layer.self_attn.o_proj), (layer.mlp, layer.mlp.down_proj)):
+            assert "project_input" not in block.__dict__ and output.packed is None
     copy.deepcopy(fast), pickle.dumps(fast)  # nothing packed is left behind
 
 
@@ -190,9 +185,9 @@ def test_adapters_and_hooks_see_their_own_calls_during_generate():
     for name, parameter in lora.named_parameters():
         if "lora_B" in name:
             nn.init.normal_(parameter, std=0.5)  # a non-zero adapter, so that skipping it would show
-    with packed_projections(lora):
+    with decoding_projections(lora):
         attention = lora.base_model.model.model.layers[0].self_attn
-        assert attention.packed_qkv is None and attention.packed_o is not None
+        assert "project_input" not in attention.__dict__ and attention.o_proj.packed is not None
     adapted = greedy(lora, input_ids)
     merged = greedy(lora.merge_and_unload(), input_ids)
     assert torch.equal(adapted.sequences, merged.sequences)

@@ -214,14 +214,16 @@ def test_packed_sdpa_runs_per_sequence_and_equals_eager_block_mask(objective, to
     """SDPA on packed rows attends one sequence at a time (no mask is built); eager uses the block-diagonal mask.
     Several rows, filler at the end of each, GLM spans and grouped-query attention: all equal."""
     from modeling_plm.data.collators import build_collator
-    from modeling_plm.modeling_plm import find_packed_sequence_ids, packed_sequence_segments
+    from modeling_plm.kernels import packed_sequence_segments
+    from modeling_plm.modeling_plm import find_packed_sequence_ids
 
     batch = build_collator(objective, tokenizer, pack_length=160)(swissprot_sequences[:12], seed=0)
     batch.pop("labels")
     assert len(batch["input_ids"]) > 1
     attention_type = {"mlm": "bidirectional", "clm": "causal", "glm": "glm"}[objective]
     sequence_ids = find_packed_sequence_ids(batch["position_ids"], batch.get("block_position_ids"))
-    segments = packed_sequence_segments(sequence_ids, batch.get("block_position_ids"), attention_type)
+    glm_blocks = batch.get("block_position_ids") if attention_type == "glm" else None
+    segments = packed_sequence_segments(sequence_ids, glm_blocks)
     assert [sum(lengths) for lengths, _ in segments] == [160] * len(batch["input_ids"])
     assert all(len(lengths) > 1 for lengths, _ in segments)
     eager = make_model(PLMForMaskedLM, "xtrimopglm", "eager")
@@ -393,6 +395,7 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
     for auto_class in (AutoModelForMaskedLM, AutoModelForCausalLM):
         model = auto_class.from_pretrained(folder, trust_remote_code=True).eval()
         result["modules"].append(type(model).__module__)
+        result["projections"] = type(model.model.layers[0].self_attn.q_proj).__name__  # no runtime kernels here
         with torch.no_grad():
             result[auto_class.__name__] = model(**inputs).logits.tolist()
     print(json.dumps(result))
@@ -414,6 +417,7 @@ def test_remote_code_load_without_the_package(tmp_path, tokenizer, sequences):
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert all(module.startswith("transformers_modules.") for module in result["modules"])
+    assert result["projections"] == "Linear"
     inputs = tokenizer([sequences[0]], return_tensors="pt")
     expected_mlm = run(model, **inputs).logits
     expected_clm = run(model, **inputs, attention_type="causal").logits
@@ -527,7 +531,7 @@ def test_cache_layer_equals_dynamic_layer_through_growth_crop_and_reorder():
     """PLMCacheLayer (in-place writes into spare capacity) holds exactly what transformers' DynamicLayer holds."""
     from transformers.cache_utils import DynamicLayer
 
-    from modeling_plm.modeling_plm import PLMCacheLayer
+    from modeling_plm.kernels import PLMCacheLayer
 
     ours, reference = PLMCacheLayer(), DynamicLayer()
     ours.min_capacity = 4  # force several regrowths
