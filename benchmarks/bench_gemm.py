@@ -41,10 +41,10 @@ def inference_row(batch: int, fan_in: int, fan_out: int) -> tuple[dict, float]:
     x = torch.randn(batch, fan_in)
     with torch.no_grad():
         reference = nn.functional.linear(x, layer.weight)
-        difference = max((output - reference).abs().max().item() for output in (layer(x), packed(x)[0]))
+        difference = max((output - reference).abs().max().item() for output in (layer(x), packed.run(x)[0]))
         torch_us = microseconds(lambda: nn.functional.linear(x, layer.weight))
         plain_us = microseconds(lambda: layer(x))
-        packed_us = microseconds(lambda: packed(x))
+        packed_us = microseconds(lambda: packed.run(x))
     row = {
         "pass": "inference",
         "rows x in x out": f"{batch} x {fan_in} x {fan_out}",

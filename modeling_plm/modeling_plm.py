@@ -509,7 +509,8 @@ class PLMModel(PLMPreTrainedModel):
         if use_cache is None:
             use_cache = self.config.use_cache and attention_type != "bidirectional" and not self.training
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
+            kernels = self.runtime_kernels
+            cache = kernels.new_cache(self.config) if kernels is not None else DynamicCache(config=self.config)
         past_length = cache.get_seq_length() if cache is not None else 0
         tokens = input_ids if input_ids is not None else inputs_embeds
         padding_mask = None

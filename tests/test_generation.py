@@ -178,6 +178,31 @@ def test_stops_at_eos_and_finished_flags(glm_generator):
                 assert len(result["sequence"]) == 12
 
 
+def test_max_new_tokens_means_what_it_means_in_transformers(generator, glm_generator):
+    """New tokens, the closing <eos> included; with max_length the tighter of the two applies."""
+    model, tokenizer = generator.model, generator.tokenizer
+    ids = prompt_ids(tokenizer, "MKTAYIAK")
+    raw = model.generate(
+        ids,
+        max_new_tokens=5,
+        do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        suppress_tokens=non_residue_ids(tokenizer, tokenizer.eos_token_id),
+    )
+    tokens = tokenizer.convert_ids_to_tokens(raw[0, ids.shape[1] :].tolist())
+    finished = "<eos>" in tokens
+    generated = "".join(tokens[: tokens.index("<eos>")] if finished else tokens)
+    expected = [{"sequence": "MKTAYIAK" + generated, "generated": generated, "finished": finished}]
+    assert generator("MKTAYIAK", max_new_tokens=5, do_sample=False) == expected
+    sampled = glm_generator("MK", num_return_sequences=16, max_new_tokens=4, seed=0)
+    assert {result["finished"] for result in sampled} == {True, False}
+    for result in sampled:
+        assert len(result["generated"]) == 4 if not result["finished"] else len(result["generated"]) <= 3
+    for result in glm_generator("MK", num_return_sequences=8, max_new_tokens=6, max_length=5, seed=0):
+        assert len(result["sequence"]) <= 5
+
+
 def test_min_and_max_length_in_residues(glm_generator):
     prompts = ["MK", "MKTAYIAKQRQ"]
     results = glm_generator(prompts, num_return_sequences=10, min_length=15, max_length=20, seed=1)
@@ -219,7 +244,9 @@ def test_generation_errors_are_clear(generator):
     with pytest.raises(ValueError, match="do_sample=True"):
         generator("MKT", do_sample=False, num_return_sequences=2)
     with pytest.raises(TypeError, match="Unknown option"):
-        generator("MKT", max_new_tokens=5)
+        generator("MKT", max_tokens=5)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        generator("MKT", max_new_tokens=0)
 
 
 def test_esm_vocabulary_generates_letters_only_and_cannot_infill(tmp_path):

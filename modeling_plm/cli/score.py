@@ -144,7 +144,7 @@ def _write_csv(path: str | None, fieldnames: list[str], rows: list[dict[str, Any
             handle.close()
 
 
-def _score_mutations_csv(args, model, tokenizer, wild_type: str, report) -> int:
+def _score_mutations_csv(args, *, model, tokenizer, wild_type: str, report) -> int:
     from scipy.stats import spearmanr
 
     path = Path(args.mutations_csv)
@@ -202,7 +202,7 @@ def _score_mutations_csv(args, model, tokenizer, wild_type: str, report) -> int:
     return 0
 
 
-def _score_sequences(args, model, tokenizer, records: list[tuple[str, str]], report) -> int:
+def _score_sequences(args, *, model, tokenizer, records: list[tuple[str, str]], report) -> int:
     for record_id, sequence in records:
         _residue_ids(tokenizer, sequence, f"record {record_id!r}")
     sequences = [sequence for _, sequence in records]
@@ -211,11 +211,15 @@ def _score_sequences(args, model, tokenizer, records: list[tuple[str, str]], rep
     columns: dict[str, list[float]] = {}
     started = time.perf_counter()
     if args.score in ("pseudo-log-likelihood", "both"):
-        totals = pseudo_log_likelihood(model, tokenizer, sequences, args.batch_size, progress)
+        totals = pseudo_log_likelihood(
+            model, tokenizer, sequences=sequences, batch_size=args.batch_size, progress=progress
+        )
         columns["pseudo_log_likelihood"] = totals
         columns["pseudo_log_likelihood_per_residue"] = [t / len(s) for t, s in zip(totals, sequences)]
     if args.score in ("causal", "both"):
-        totals = causal_log_likelihood(model, tokenizer, sequences, args.batch_size, progress)
+        totals = causal_log_likelihood(
+            model, tokenizer, sequences=sequences, batch_size=args.batch_size, progress=progress
+        )
         columns["causal_log_likelihood"] = totals
         columns["causal_log_likelihood_per_token"] = [t / (len(s) + 1) for t, s in zip(totals, sequences)]
     elapsed = time.perf_counter() - started
@@ -248,7 +252,9 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         model = AutoModelForMaskedLM.from_pretrained(args.model).to(device).eval()
         if args.mutations_csv is not None:
-            return _score_mutations_csv(args, model, tokenizer, wild_type.upper(), report)
+            return _score_mutations_csv(
+                args, model=model, tokenizer=tokenizer, wild_type=wild_type.upper(), report=report
+            )
         if args.mutation is not None:
             scores = score_variants(
                 model,
@@ -275,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"{args.fasta} holds no sequences")
         else:
             records = [("sequence", args.sequence)]
-        return _score_sequences(args, model, tokenizer, records, report)
+        return _score_sequences(args, model=model, tokenizer=tokenizer, records=records, report=report)
     except (ValueError, FileNotFoundError) as error:
         print(f"plm score: error: {error}", file=sys.stderr)
         return 2

@@ -120,6 +120,7 @@ def _standard_amino_acid_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor
 
 def _mask_residues(
     input_ids: torch.Tensor,
+    *,
     residue_lookup: torch.Tensor,
     replacement_ids: torch.Tensor,
     mask_token_id: int,
@@ -253,13 +254,13 @@ class MLMCollator:
         for token_ids in _tokenize(self.tokenizer, sequences):
             input_ids, labels = _mask_residues(
                 torch.tensor(token_ids, dtype=torch.long),
-                self.residue_lookup,
-                self.replacement_ids,
-                self.tokenizer.mask_token_id,
-                self.mask_ratio,
-                self.mask_token_ratio,
-                self.random_token_ratio,
-                generator,
+                residue_lookup=self.residue_lookup,
+                replacement_ids=self.replacement_ids,
+                mask_token_id=self.tokenizer.mask_token_id,
+                mask_ratio=self.mask_ratio,
+                mask_token_ratio=self.mask_token_ratio,
+                random_token_ratio=self.random_token_ratio,
+                generator=generator,
             )
             samples.append({"input_ids": input_ids, "labels": labels})
         return _assemble(samples, self.pack_length, self.tokenizer.pad_token_id)
@@ -405,13 +406,13 @@ class GLMCollator:
     ) -> tuple[list[int], list[int], list[int], list[int]]:
         input_ids, labels = _mask_residues(
             torch.tensor(token_ids, dtype=torch.long),
-            self.residue_lookup,
-            self.replacement_ids,
-            self.mask_token_id,
-            self.mask_ratio,
-            DEFAULT_MASK_TOKEN_RATIO,
-            DEFAULT_RANDOM_TOKEN_RATIO,
-            generator,
+            residue_lookup=self.residue_lookup,
+            replacement_ids=self.replacement_ids,
+            mask_token_id=self.mask_token_id,
+            mask_ratio=self.mask_ratio,
+            mask_token_ratio=DEFAULT_MASK_TOKEN_RATIO,
+            random_token_ratio=DEFAULT_RANDOM_TOKEN_RATIO,
+            generator=generator,
         )
         length = len(token_ids)
         return input_ids.tolist(), list(range(length)), [0] * length, labels.tolist()

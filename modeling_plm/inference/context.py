@@ -1,4 +1,4 @@
-"""The one context-length rule of every inference task: `<bos> residues <eos>` must fit in the position table."""
+"""The one context-length rule (inference and fine-tuning): `<bos> residues <eos>` must fit in the position table."""
 
 from typing import Any
 

@@ -29,7 +29,6 @@ import copy
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,26 +37,32 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from ..data.collators import token_budget_batches
 from ..data.records import read_fasta
+from ..modeling_plm import pool_residues
 from ..tokenization_plm import INVALID_RESIDUE_POLICIES
 from .context import context_residues
+from .stores import (  # EmbeddingRecord, load_embeddings and shard_name: importable from here as before
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    EmbeddingRecord,
+    Record,
+    check_resumed_shard,
+    finish_store,
+    load_embeddings,
+    open_store,
+    shard_name,
+    store_shard,
+)
 
 TASK = "protein-embedding"
 POOLING_METHODS = ("mean", "max", "bos")
 RETURN_TENSORS = ("np", "pt")
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-MANIFEST_NAME = "manifest.jsonl"
-MANIFEST_FORMAT = "modeling_plm-embeddings"
-MANIFEST_VERSION = 1
-SHARD_PATTERN = re.compile(r"^embeddings-\d{5,}\.safetensors(\.tmp)?$")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -102,6 +107,7 @@ def _backbone_of(model: torch.nn.Module) -> torch.nn.Module:
 
 def _resolve_options(
     config: Any,
+    *,
     layers: int | Sequence[int],
     pooling: str | Sequence[str] | None,
     per_residue: bool,
@@ -199,13 +205,12 @@ def _finish(
 ) -> dict[str, torch.Tensor]:
     """Pooled values (and residues) from one sequence's residue states (n_layers, L, H) and `<bos>` (n_layers, H)."""
     result: dict[str, torch.Tensor] = {}
+    every_residue = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
     for method in options.pooling:
-        if method == "mean":
-            result["mean"] = states.mean(1)
-        elif method == "max":
-            result["max"] = states.amax(1)
-        else:
+        if method == "bos":
             result["bos"] = bos.clone()
+        else:  # the model's own pooling, as PLMForSequenceClassification pools
+            result[method] = pool_residues(states, every_residue, method)
     if options.per_residue:
         result["residues"] = states.clone()
     if not options.stack_layers:
@@ -486,16 +491,6 @@ register_pipeline()
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class EmbeddingRecord(NamedTuple):
-    index: int  # 0-based position of the record in the FASTA file
-    id: str
-    arrays: dict[str, Any]
-
-
-def shard_name(shard: int) -> str:
-    return f"embeddings-{shard:05d}.safetensors"
-
-
 def _model_fingerprint(backbone: torch.nn.Module) -> str:
     """Identifies the weights cheaply: the config plus the input-embedding and final-norm weights."""
     config = backbone.config.to_dict()
@@ -505,51 +500,6 @@ def _model_fingerprint(backbone: torch.nn.Module) -> str:
     for tensor in (backbone.get_input_embeddings().weight, backbone.norm.weight):
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _read_manifest(path: Path) -> tuple[dict | None, list[dict]]:
-    """The header and the complete shard entries of a manifest (None, [] when there is none).
-
-    A last line cut short by a kill (no newline) and a final `done` line are removed from the file: the first so
-    that the next append starts on a clean line, the second because the run is continuing and will write it again.
-    """
-    if not path.exists():
-        return None, []
-    lines = path.read_bytes().split(b"\n")[:-1]  # the piece after the last newline is incomplete (or empty)
-    entries = [json.loads(line) for line in lines if line.strip()]
-    if not entries:
-        path.unlink()
-        return None, []
-    header, shards = entries[0], entries[1:]
-    if header.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest")
-    if shards and shards[-1].get("done"):
-        shards = shards[:-1]
-    for expected, entry in enumerate(shards):
-        if entry.get("shard") != expected:
-            raise ValueError(f"{path}: expected the entry of shard {expected}, found {entry}; not an embed_fasta run")
-    rewritten = b"".join(json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in [header, *shards])
-    if rewritten != path.read_bytes():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(rewritten)
-        os.replace(tmp, path)
-    return header, shards
-
-
-def _append_line(path: Path, entry: dict) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write to `<name>.tmp`, sync, then rename: a shard file under its final name is always complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _policy_tokenizer(tokenizer: Any, invalid_residues: str | None) -> Any:
@@ -565,7 +515,7 @@ def _policy_tokenizer(tokenizer: Any, invalid_residues: str | None) -> Any:
     return policy_tokenizer
 
 
-def _tokenize_records(tokenizer: Any, fasta_path: Path, records: list[tuple[int, str, str]]) -> list[list[int]]:
+def _tokenize_records(tokenizer: Any, fasta_path: Path, records: list[Record]) -> list[list[int]]:
     """Residue ids of each (index, id, sequence); an invalid residue raises naming the file, record and position."""
     sequences = [sequence for _, _, sequence in records]
     try:
@@ -578,13 +528,6 @@ def _tokenize_records(tokenizer: Any, fasta_path: Path, records: list[tuple[int,
         except ValueError as error:
             raise ValueError(f"{fasta_path}: record {index} ({record_id!r}): {error}") from error
     raise AssertionError("the batch failed to tokenize but no single record did")
-
-
-def _remove_outputs(output_dir: Path) -> None:
-    """Delete this function's own files (shards, temporary shards, the manifest), nothing else."""
-    for path in output_dir.iterdir():
-        if path.name in (MANIFEST_NAME, MANIFEST_NAME + ".tmp") or SHARD_PATTERN.match(path.name):
-            path.unlink()
 
 
 def embed_fasta(
@@ -607,24 +550,15 @@ def embed_fasta(
 ) -> dict[str, Any]:
     """Stream a FASTA(.gz) file of any size into safetensors shards plus a manifest; resumable after a kill.
 
-    Layout of `output_dir`:
-      - `embeddings-00000.safetensors`, ...: shard k holds the records at file positions [k * shard_size,
-        (k + 1) * shard_size). Tensor names are `"{index}/{name}"`: index = the record's 0-based position in the
-        FASTA file (so duplicate ids never collide), name = `mean`, `max`, `bos` or `residues`, with the shapes of
-        `embed_sequences` (per-residue arrays have one row per residue, so each record has its own tensor). The
-        safetensors metadata (key "modeling_plm-embeddings") repeats the shard's `[index, id]` pairs.
-      - `manifest.jsonl`: line 1 is a header with the settings (layers, pooling, per_residue, shard_size, dtype,
-        window, stride, invalid_residues, model fingerprint); then one line per complete shard,
-        `{"shard": k, "file": ..., "records": [[index, id, key], ...], "skipped": [[index, id, reason], ...]}`,
-        key being the tensor-name prefix `"{index}"`; the last line, `{"done": true, "summary": {...}}`, marks a
-        finished run.
+    The output folder's layout is `stores.py`'s: shard k holds the records at file positions [k * shard_size,
+    (k + 1) * shard_size), as tensors `"{index}/{name}"` with the shapes of `embed_sequences` (per-residue arrays
+    have one row per residue); the manifest's header holds the settings (layers, pooling, per_residue, shard_size,
+    dtype, window, stride, invalid_residues, model fingerprint).
 
-    Resuming: each shard is written to a temporary file and renamed, and its manifest line is appended (and synced)
-    only after that, so a kill at any point leaves only complete shards listed. With `resume=True` (default) a
-    rerun keeps the listed shards, checks that the FASTA's records at those positions still have the same ids,
-    and continues with the next shard: no record is lost or duplicated, and the output equals an uninterrupted
-    run's. It refuses to resume with different settings. `resume=False` deletes this function's files (shards,
-    temporary shards, manifest; nothing else) in `output_dir` and starts over.
+    Resuming: with `resume=True` (default) a rerun keeps the listed shards, checks that the FASTA's records at
+    those positions still have the same ids, and continues with the next shard: no record is lost or duplicated, and
+    the output equals an uninterrupted run's. It refuses to resume with different settings. `resume=False` deletes
+    this function's files (shards, temporary shards, manifest; nothing else) in `output_dir` and starts over.
 
     Records: duplicate ids are kept (each under its own index) and counted. Empty sequences (also those emptied by
     the "drop" policy) are skipped and counted. `invalid_residues` ("error", "X", "drop"; None = the tokenizer's own
@@ -637,20 +571,79 @@ def embed_fasta(
     Returns a summary: `records` (embedded and stored), `read` (records in the file), `shards`, `duplicates`
     (records whose id appeared earlier), `skipped` (empty), `resumed` (records found already done), `output_dir`.
     """
-    fasta_path = Path(fasta_path)
-    output_dir = Path(output_dir)
+    fasta_path, output_dir = Path(fasta_path), Path(output_dir)
     if shard_size < 1:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
     backbone = _backbone_of(model)
-    options = _resolve_options(backbone.config, layers, pooling, per_residue, token_budget, window, stride)
+    options = _resolve_options(
+        backbone.config,
+        layers=layers,
+        pooling=pooling,
+        per_residue=per_residue,
+        token_budget=token_budget,
+        window=window,
+        stride=stride,
+    )
     tokenizer = _policy_tokenizer(tokenizer, invalid_residues)
-    special_ids = _special_ids(tokenizer)
     if not fasta_path.exists():
         raise FileNotFoundError(f"FASTA file not found: {fasta_path}")
+    header = _store_header(backbone, options, tokenizer, fasta_path, shard_size=shard_size, dtype=dtype)
+    done_shards = open_store(output_dir, header, resume)
 
-    header = {
+    seen_ids: set[str] = set()
+    counts = {"read": 0, "records": 0, "duplicates": 0, "skipped": 0, "resumed": 0}
+    bar = tqdm(unit="rec", desc=f"embedding {fasta_path.name}", disable=not progress, smoothing=0.1)
+    was_training = backbone.training
+    backbone.eval()
+    shard, started = 0, time.perf_counter()
+    try:
+        records = read_fasta(fasta_path)
+        while chunk := [(counts["read"] + i, r.id, r.sequence) for i, r in zip(range(shard_size), records)]:
+            counts["read"] += len(chunk)
+            for _, record_id, _ in chunk:
+                counts["duplicates"] += record_id in seen_ids
+                seen_ids.add(record_id)
+            if shard < len(done_shards):  # written by an earlier run
+                entry = done_shards[shard]
+                check_resumed_shard(entry, chunk, fasta_path, output_dir)
+                counts["records"] += len(entry["records"])
+                counts["skipped"] += len(entry["skipped"])
+                counts["resumed"] += len(chunk)
+                bar.update(len(chunk))
+            else:
+                tensors, kept, skipped = _embed_chunk(
+                    backbone, tokenizer, fasta_path=fasta_path, chunk=chunk, options=options, dtype=dtype, bar=bar
+                )
+                store_shard(output_dir, shard=shard, tensors=tensors, kept=kept, skipped=skipped)
+                counts["records"] += len(kept)
+                counts["skipped"] += len(skipped)
+                bar.set_postfix(shards=shard + 1)
+            shard += 1
+    finally:
+        backbone.train(was_training)
+        bar.close()
+    if shard < len(done_shards):
+        raise ValueError(f"{fasta_path} has fewer records than the manifest of {output_dir} lists; use --no-resume")
+    # The done line leaves out what differs between an uninterrupted and a resumed run, so both manifests are equal.
+    totals = {key: counts[key] for key in ("read", "records", "duplicates", "skipped")}
+    finish_store(output_dir, {**totals, "shards": shard})
+    seconds = round(time.perf_counter() - started, 2)
+    return {**totals, "shards": shard, "resumed": counts["resumed"], "seconds": seconds, "output_dir": str(output_dir)}
+
+
+def _store_header(
+    backbone: torch.nn.Module,
+    options: EmbeddingOptions,
+    tokenizer: Any,
+    fasta_path: Path,
+    *,
+    shard_size: int,
+    dtype: str,
+) -> dict[str, Any]:
+    """The settings a resumed run must share (all but `model` and `fasta`, which may be spelled differently)."""
+    return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "layers": list(options.layer_indices) if options.stack_layers else options.layer_indices[0],
@@ -666,137 +659,42 @@ def embed_fasta(
         "model_fingerprint": _model_fingerprint(backbone),
         "fasta": str(fasta_path),
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = output_dir / MANIFEST_NAME
-    if not resume:
-        _remove_outputs(output_dir)
-    for stale in output_dir.glob("embeddings-*.safetensors.tmp"):
-        stale.unlink()  # a shard a kill interrupted mid-write; it will be redone
-    previous_header, done_shards = _read_manifest(manifest_path)
-    if previous_header is None:
-        _remove_outputs(output_dir)  # shards without a manifest cannot be trusted
-        _append_line(manifest_path, header)
-    else:
-        compared = [key for key in header if key not in ("model", "fasta")]
-        changed = [key for key in compared if previous_header.get(key) != header[key]]
-        if changed:
-            details = ", ".join(f"{key}: {previous_header.get(key)!r} -> {header[key]!r}" for key in changed)
-            raise ValueError(
-                f"{output_dir} holds embeddings made with other settings ({details}); use another output folder, "
-                "or resume=False (--no-resume) to start over."
-            )
-        for entry in done_shards:
-            if not (output_dir / entry["file"]).exists():
-                raise ValueError(f"{output_dir / entry['file']} is listed in the manifest but missing")
-
-    seen_ids: set[str] = set()
-    counts = {"read": 0, "records": 0, "duplicates": 0, "skipped": 0, "resumed": 0}
-    bar = tqdm(unit="rec", desc=f"embedding {fasta_path.name}", disable=not progress, smoothing=0.1)
-    was_training = backbone.training
-    backbone.eval()
-    shard = 0
-    started = time.perf_counter()
-    try:
-        chunk: list[tuple[int, str, str]] = []
-        records = read_fasta(fasta_path)
-        while True:
-            chunk = [
-                (counts["read"] + offset, record.id, record.sequence)
-                for offset, record in zip(range(shard_size), records)
-            ]
-            if not chunk:
-                break
-            counts["read"] += len(chunk)
-            duplicates = []
-            for index, record_id, _ in chunk:
-                if record_id in seen_ids:
-                    duplicates.append(index)
-                seen_ids.add(record_id)
-            counts["duplicates"] += len(duplicates)
-            if shard < len(done_shards):
-                entry = done_shards[shard]
-                listed = [(index, record_id) for index, record_id, _ in entry["records"]] + [
-                    (index, record_id) for index, record_id, _ in entry["skipped"]
-                ]
-                if sorted(listed) != [(index, record_id) for index, record_id, _ in chunk]:
-                    raise ValueError(
-                        f"{fasta_path} does not match the manifest of {output_dir} in shard {shard} (records "
-                        f"{chunk[0][0]}-{chunk[-1][0]}): the file changed since the first run; use --no-resume."
-                    )
-                counts["records"] += len(entry["records"])
-                counts["skipped"] += len(entry["skipped"])
-                counts["resumed"] += len(chunk)
-                bar.update(len(chunk))
-                shard += 1
-                continue
-
-            residue_ids = _tokenize_records(tokenizer, fasta_path, chunk)
-            kept = [(record, ids) for record, ids in zip(chunk, residue_ids) if ids]
-            skipped = [[index, record_id, "empty"] for (index, record_id, _), ids in zip(chunk, residue_ids) if not ids]
-            bar.update(len(skipped))
-            tensors: dict[str, torch.Tensor] = {}
-            embedded = _iter_embeddings(
-                backbone, *special_ids, [ids for _, ids in kept], options, STORAGE_DTYPES[dtype]
-            )
-            for position, result in embedded:
-                index = kept[position][0][0]
-                for name, value in result.items():
-                    tensors[f"{index}/{name}"] = value
-                bar.update(1)
-            entry = {
-                "shard": shard,
-                "file": shard_name(shard),
-                "records": [[index, record_id, str(index)] for (index, record_id, _), _ in kept],
-                "skipped": skipped,
-            }
-            # One metadata key: safetensors writes its metadata map in an arbitrary order, and a single key keeps
-            # the shard files byte-identical between runs.
-            metadata = {MANIFEST_FORMAT: json.dumps({"shard": shard, "records": [r[:2] for r, _ in kept]})}
-            _write_shard(output_dir / shard_name(shard), tensors, metadata)
-            _append_line(manifest_path, entry)  # only now is the shard part of the output
-            counts["records"] += len(kept)
-            counts["skipped"] += len(skipped)
-            shard += 1
-            bar.set_postfix(shards=shard)
-    finally:
-        backbone.train(was_training)
-        bar.close()
-    if shard < len(done_shards):
-        raise ValueError(f"{fasta_path} has fewer records than the manifest of {output_dir} lists; use --no-resume")
-    # The done line leaves out what differs between an uninterrupted and a resumed run, so both manifests are equal.
-    totals = {key: counts[key] for key in ("read", "records", "duplicates", "skipped")}
-    _append_line(manifest_path, {"done": True, "summary": {**totals, "shards": shard}})
-    seconds = round(time.perf_counter() - started, 2)
-    return {**totals, "shards": shard, "resumed": counts["resumed"], "seconds": seconds, "output_dir": str(output_dir)}
 
 
-def load_embeddings(
-    output_dir: str | os.PathLike, return_tensors: str = "np", require_complete: bool = True
-) -> Iterator[EmbeddingRecord]:
-    """Yield `EmbeddingRecord(index, id, arrays)` for every stored record of an `embed_fasta` output, in file order.
+def _embed_chunk(
+    backbone: torch.nn.Module,
+    tokenizer: Any,
+    *,
+    fasta_path: Path,
+    chunk: list[Record],
+    options: EmbeddingOptions,
+    dtype: str,
+    bar: tqdm,
+) -> tuple[dict[str, torch.Tensor], list[Record], list[list]]:
+    """The tensors of one shard (named `"{index}/{name}"`), its embedded records and its skipped (empty) ones."""
+    residue_ids = _tokenize_records(tokenizer, fasta_path, chunk)
+    kept = [(record, ids) for record, ids in zip(chunk, residue_ids) if ids]
+    skipped = [[index, record_id, "empty"] for (index, record_id, _), ids in zip(chunk, residue_ids) if not ids]
+    bar.update(len(skipped))
+    tensors: dict[str, torch.Tensor] = {}
+    special_ids = _special_ids(tokenizer)
+    embedded = _iter_embeddings(backbone, *special_ids, [ids for _, ids in kept], options, STORAGE_DTYPES[dtype])
+    for position, result in embedded:
+        index = kept[position][0][0]
+        for name, value in result.items():
+            tensors[f"{index}/{name}"] = value
+        bar.update(1)
+    return tensors, [record for record, _ in kept], skipped
 
-    Reads one tensor at a time (constant memory). Only shards listed in the manifest are read. With
-    `require_complete` (default) an unfinished run raises ValueError instead of yielding a partial result.
-    """
-    if return_tensors not in RETURN_TENSORS:
-        raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
-    output_dir = Path(output_dir)
-    manifest_path = output_dir / MANIFEST_NAME
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"no {MANIFEST_NAME} in {output_dir}: not an embed_fasta output folder")
-    # Only newline-terminated lines: a line cut short by a kill is not part of the output.
-    lines = [json.loads(line) for line in manifest_path.read_bytes().split(b"\n")[:-1] if line.strip()]
-    if not lines or lines[0].get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{manifest_path} is not a {MANIFEST_FORMAT} manifest")
-    if require_complete and not lines[-1].get("done"):
-        raise ValueError(f"{output_dir} is incomplete (the run was interrupted): rerun embed_fasta to resume it")
-    header = lines[0]
-    if return_tensors == "np" and header["dtype"] == "bfloat16":
-        raise ValueError(f"{output_dir} holds bfloat16 arrays, which numpy lacks: pass return_tensors='pt'")
-    names = list(header["pooling"]) + (["residues"] if header["per_residue"] else [])
-    for entry in lines[1:]:
-        if "shard" not in entry:
-            continue
-        with safe_open(str(output_dir / entry["file"]), framework=return_tensors) as shard:
-            for index, record_id, key in entry["records"]:
-                yield EmbeddingRecord(index, record_id, {name: shard.get_tensor(f"{key}/{name}") for name in names})
+
+__all__ = [
+    "EmbeddingOptions",
+    "EmbeddingRecord",
+    "ProteinEmbeddingPipeline",
+    "embed_fasta",
+    "embed_sequences",
+    "load_embeddings",
+    "register_pipeline",
+    "shard_name",
+    "window_starts",
+]

@@ -103,6 +103,8 @@ class GenerationSettings:
             `max_position_embeddings - 2`, which leaves room for `<bos>` and `<eos>`). A prompt of P residues gets up
             to `max_length - P + 1` new tokens: the last one can only end the sequence; if it is a residue instead,
             the sequence is cut at `max_length` residues and reported with `finished=False`.
+        max_new_tokens: Most new tokens per sequence, as in transformers (the closing `<eos>` counts); with
+            max_length, the tighter of the two applies. A sequence that uses them all on residues has finished=False.
         min_length: Fewest residues of a whole sequence, prompt included: `<eos>` is suppressed until then.
         do_sample: Sample (True) or pick the most likely residue (False, greedy).
         temperature, top_k, top_p: Sampling filters (top_k=0 and top_p=1 disable them); used only when sampling.
@@ -114,6 +116,7 @@ class GenerationSettings:
 
     num_return_sequences: int = 1
     max_length: int | None = None
+    max_new_tokens: int | None = None
     min_length: int = 0
     do_sample: bool = True
     temperature: float = 1.0
@@ -123,9 +126,17 @@ class GenerationSettings:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _check_sampling(self.num_return_sequences, self.do_sample, self.temperature, self.top_k, self.top_p)
+        _check_sampling(
+            num_return_sequences=self.num_return_sequences,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+        )
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1 residue, got {self.max_length}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.min_length < 0:
             raise ValueError(f"min_length must be >= 0, got {self.min_length}")
         if self.max_length is not None and self.min_length > self.max_length:
@@ -157,7 +168,13 @@ class InfillingSettings:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _check_sampling(self.num_return_sequences, self.do_sample, self.temperature, self.top_k, self.top_p)
+        _check_sampling(
+            num_return_sequences=self.num_return_sequences,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+        )
         if self.max_span_length is not None and self.max_span_length < 1:
             raise ValueError(f"max_span_length must be >= 1 residue, got {self.max_span_length}")
 
@@ -345,6 +362,8 @@ def run_generation_batch(
     prompt_residues = torch.tensor([len(ids) - 1 for _, ids in rows])
     # One step more than the residues left: that step may only end the sequence (a residue there is cut off).
     budgets = max_length - prompt_residues + 1
+    if settings.max_new_tokens is not None:
+        budgets = budgets.clamp(max=settings.max_new_tokens)
     min_new = (settings.min_length - prompt_residues).clamp(min=0)
     eos = tokenizer.eos_token_id
     kwargs: dict[str, Any] = {
@@ -431,7 +450,7 @@ def generate_sequences(
     with _seeded(settings.seed, model.device), torch.no_grad():
         for chunk in tqdm(_chunks(rows, batch_size), desc="generating", unit="batch", disable=not progress):
             batch = prepare_generation_batch(tokenizer, chunk)
-            output_ids = run_generation_batch(model, tokenizer, batch, settings, max_length)
+            output_ids = run_generation_batch(model, tokenizer, batch=batch, settings=settings, max_length=max_length)
             results.extend(decode_generation_batch(tokenizer, batch, output_ids.cpu(), max_length))
     return _group_by_prompt(len(prompts), results)
 
@@ -712,8 +731,9 @@ class ProteinGenerationPipeline(Pipeline):
         pipe(["MKT", "MSLR"], batch_size=16)         # a list of prompts: a list of result lists
 
     Options (at construction or per call): num_return_sequences, max_length, min_length (residues of the whole
-    sequence, prompt included), do_sample (default True), temperature, top_k, top_p, repetition_penalty, seed,
-    batch_size (see `GenerationSettings`). Prompts are residues only; each is `<bos>` + residues.
+    sequence, prompt included), max_new_tokens (new tokens, as in transformers), do_sample (default True),
+    temperature, top_k, top_p, repetition_penalty, seed, batch_size (see `GenerationSettings`). Prompts are residues
+    only; each is `<bos>` + residues.
 
     Batching: the pipeline batches itself rather than through transformers' per-item DataLoader: all rows (prompts x
     num_return_sequences) are laid out in input order and `batch_size` of them (default 32) at a time go left-padded
@@ -756,7 +776,12 @@ class ProteinGenerationPipeline(Pipeline):
         return prepare_generation_batch(self.tokenizer, rows)
 
     def _forward(self, batch: dict[str, Any], settings: GenerationSettings, max_length: int) -> dict[str, Any]:
-        return {**batch, "output_ids": run_generation_batch(self.model, self.tokenizer, batch, settings, max_length)}
+        return {
+            **batch,
+            "output_ids": run_generation_batch(
+                self.model, self.tokenizer, batch=batch, settings=settings, max_length=max_length
+            ),
+        }
 
     def postprocess(self, outputs: dict[str, Any], max_length: int) -> list[tuple[int, dict[str, Any]]]:
         return decode_generation_batch(self.tokenizer, outputs, outputs["output_ids"], max_length)

@@ -217,6 +217,7 @@ def _check_fits(model: PreTrainedModel, residue_ids: list[list[int]], what: str)
 def _batched_logits(
     model: PreTrainedModel,
     keys: Sequence[Hashable],
+    *,
     row_of: Callable[[Hashable], list[int]],
     length_of: Callable[[Hashable], int],
     attention_type: str,
@@ -259,6 +260,7 @@ def _batched_logits(
 def _masked_position_log_probs(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
+    *,
     residue_ids: list[list[int]],
     jobs: list[tuple[int, int]],
     batch_size: int,
@@ -284,7 +286,15 @@ def _masked_position_log_probs(
         return end - start + 2
 
     for job, logits in _batched_logits(
-        model, jobs, row_of, length_of, "bidirectional", pad, batch_size, progress, description
+        model,
+        jobs,
+        row_of=row_of,
+        length_of=length_of,
+        attention_type="bidirectional",
+        pad_id=pad,
+        batch_size=batch_size,
+        progress=progress,
+        description=description,
     ):
         start, _ = window_of(job)
         yield job, logits[job[1] - start + 1].float().log_softmax(-1)
@@ -325,7 +335,13 @@ def masked_marginals(
     computed: dict[tuple[int, int], torch.Tensor] = {}
     with _inference(model):
         for job, log_probs in _masked_position_log_probs(
-            model, tokenizer, [ids], jobs, batch_size, progress, "masked marginals"
+            model,
+            tokenizer,
+            residue_ids=[ids],
+            jobs=jobs,
+            batch_size=batch_size,
+            progress=progress,
+            description="masked marginals",
         ):
             computed[job] = log_probs.cpu()
     for row, position in enumerate(positions):
@@ -352,7 +368,13 @@ def pseudo_log_likelihood(
     totals = [0.0] * len(sequences)
     with _inference(model):
         for (n, index), log_probs in _masked_position_log_probs(
-            model, tokenizer, residue_ids, jobs, batch_size, progress, "pseudo-log-likelihood"
+            model,
+            tokenizer,
+            residue_ids=residue_ids,
+            jobs=jobs,
+            batch_size=batch_size,
+            progress=progress,
+            description="pseudo-log-likelihood",
         ):
             totals[n] += float(log_probs[residue_ids[n][index]])
     return totals
@@ -381,13 +403,13 @@ def causal_log_likelihood(
         for n, logits in _batched_logits(
             model,
             list(range(len(sequences))),
-            lambda n: [bos, *residue_ids[n], eos],
-            lambda n: len(residue_ids[n]) + 2,
-            "causal",
-            pad,
-            batch_size,
-            progress,
-            "causal log-likelihood",
+            row_of=lambda n: [bos, *residue_ids[n], eos],
+            length_of=lambda n: len(residue_ids[n]) + 2,
+            attention_type="causal",
+            pad_id=pad,
+            batch_size=batch_size,
+            progress=progress,
+            description="causal log-likelihood",
         ):
             targets = torch.tensor([*residue_ids[n], eos] if include_eos else residue_ids[n], device=logits.device)
             log_probs = logits[: len(targets)].float().log_softmax(-1)  # logits at i predict token i + 1
@@ -401,7 +423,15 @@ def _wild_type_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     _check_fits(model, [ids], "wt-marginal")
     with _inference(model):
         ((_, logits),) = _batched_logits(
-            model, [0], lambda _: [bos, *ids, eos], lambda _: len(ids) + 2, "bidirectional", pad, 1, False, ""
+            model,
+            [0],
+            row_of=lambda _: [bos, *ids, eos],
+            length_of=lambda _: len(ids) + 2,
+            attention_type="bidirectional",
+            pad_id=pad,
+            batch_size=1,
+            progress=False,
+            description="",
         )
         return logits[1:-1].float().log_softmax(-1).cpu()
 
@@ -445,7 +475,9 @@ def score_variants(
         }
         if method == "masked-marginal":
             positions = sorted({position for mutant in parsed for _, position, _ in mutant})
-            marginals = masked_marginals(model, tokenizer, sequence, positions, batch_size, progress)
+            marginals = masked_marginals(
+                model, tokenizer, sequence=sequence, positions=positions, batch_size=batch_size, progress=progress
+            )
             table = dict(zip(positions, marginals))  # the cache: one masked row per distinct position
         else:
             log_probs = _wild_type_log_probs(model, tokenizer, wild_ids)
@@ -459,9 +491,9 @@ def score_variants(
     mutant_sequences = [apply_mutations(sequence, mutant) for mutant in parsed]
     distinct = list(dict.fromkeys([sequence, *mutant_sequences]))
     if method == "causal":
-        scores = causal_log_likelihood(model, tokenizer, distinct, batch_size, progress)
+        scores = causal_log_likelihood(model, tokenizer, sequences=distinct, batch_size=batch_size, progress=progress)
     else:
-        scores = pseudo_log_likelihood(model, tokenizer, distinct, batch_size, progress)
+        scores = pseudo_log_likelihood(model, tokenizer, sequences=distinct, batch_size=batch_size, progress=progress)
     by_sequence = dict(zip(distinct, scores))
     return [by_sequence[mutant] - by_sequence[sequence] for mutant in mutant_sequences]
 
@@ -599,10 +631,19 @@ class ProteinScoringPipeline(Pipeline):
             return {**model_inputs, "scores": scores}
         sequences = model_inputs["sequences"]
         if kind == "causal":
-            scores = causal_log_likelihood(self.model, self.tokenizer, sequences, rows_per_batch, progress, include_eos)
+            scores = causal_log_likelihood(
+                self.model,
+                self.tokenizer,
+                sequences=sequences,
+                batch_size=rows_per_batch,
+                progress=progress,
+                include_eos=include_eos,
+            )
             counts = [len(sequence) + int(include_eos) for sequence in sequences]
         else:
-            scores = pseudo_log_likelihood(self.model, self.tokenizer, sequences, rows_per_batch, progress)
+            scores = pseudo_log_likelihood(
+                self.model, self.tokenizer, sequences=sequences, batch_size=rows_per_batch, progress=progress
+            )
             counts = [len(sequence) for sequence in sequences]
         return {**model_inputs, "scores": scores, "counts": counts}
 

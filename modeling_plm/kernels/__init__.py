@@ -5,7 +5,8 @@ importing `modeling_plm` sets `PLMPreTrainedModel.runtime_kernels` to this modul
 
   - `apply(model)` when it is built or loaded: float32 CPU projections run on oneDNN (`config.cpu_linear_kernel`);
   - `decoding(model, generation_config)` around `generate()`: fused, pre-packed projections for the few-row matmuls;
-  - `generation_cache(model, generation_config)`: `PLMCache`, a dynamic cache without the per-step copies;
+  - `new_cache(config)` and `generation_cache(model, generation_config)`: `PLMCache`, a dynamic cache without the
+    per-step copies, for forwards that start a cache and for generate();
   - `packed_attention(...)` for padding-free packed rows on SDPA: attention within each sequence.
 
 Every path gives the results of the plain model (tests/test_kernels.py). A remote-code load (no package) runs the
@@ -87,12 +88,17 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+def new_cache(config) -> PLMCache:
+    """The cache a forward starts when asked to cache and given none."""
+    return PLMCache(config.num_hidden_layers)
+
+
 def generation_cache(model: nn.Module, generation_config) -> Cache | None:
     """`PLMCache` for generate()'s default dynamic cache (assistant models keep transformers' cache, which records
     its past for rollback); None leaves the choice to transformers."""
     wants_dynamic = generation_config.cache_implementation in (None, "dynamic")
     if wants_dynamic and generation_config.use_cache and not generation_config.is_assistant:
-        return PLMCache(model.config.num_hidden_layers)
+        return new_cache(model.config)
     return None
 
 
@@ -121,6 +127,7 @@ __all__ = [
     "decoding_projections",
     "generation_cache",
     "install",
+    "new_cache",
     "packed_attention",
     "packed_sdpa_attention_forward",
     "packed_sequence_segments",

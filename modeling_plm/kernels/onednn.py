@@ -83,7 +83,7 @@ class OneDNNLinear(nn.Linear):
         if not is_plain_parameter(self.weight) or not onednn_input(x):
             return nn.functional.linear(x, self.weight, self.bias)
         if self.packed is not None and not torch.is_grad_enabled():
-            return self.packed(x)[0]
+            return self.packed.run(x)[0]
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return OneDNNLinearFunction.apply(x, self.weight, self.bias)
         return onednn_matmul(x, self.weight, self.bias)
@@ -118,4 +118,8 @@ class FusedProjection:
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if torch.is_grad_enabled() or not onednn_input(x):
             return tuple(linear(x) for linear in self.linears)
+        return self.run(x)
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The fused matmul itself, for inputs already known to suit it (no-grad float32 CPU)."""
         return onednn_matmul(x, self.weight, self.bias).split(self.sizes, dim=-1)

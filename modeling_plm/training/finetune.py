@@ -47,6 +47,7 @@ from .. import __version__
 from ..data.collators import token_budget_batches
 from ..data.records import _open_text, read_fasta
 from ..data.residues import apply_residue_policy, invalid_character_pattern
+from ..inference.context import context_residues
 from ..modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
 from .config import RunConfig, expand_data_path
 from .lora import default_lora_config
@@ -430,7 +431,14 @@ def read_fasta_examples(
 def _read_file(path: str, config: FinetuneConfig, valid_residues: str, side: dict, use_splits: bool):
     if file_format(path) == "csv":
         return read_csv_examples(path, config, valid_residues, use_splits)
-    return read_fasta_examples(path, config, valid_residues, side.get("labels"), side.get("masks"), use_splits)
+    return read_fasta_examples(
+        path,
+        config,
+        valid_residues=valid_residues,
+        labels_by_id=side.get("labels"),
+        masks_by_id=side.get("masks"),
+        use_splits=use_splits,
+    )
 
 
 def _subsample(examples: list[Example], limit: int | None, seed: int, name: str) -> list[Example]:
@@ -495,7 +503,10 @@ def load_data(config: FinetuneConfig, valid_residues: str, context_residues: int
         splits[split].append(example)
     for name, path in (("valid", config.valid_file), ("test", config.test_file)):
         if path:
-            splits[name].extend(example for _, example in _read_file(path, config, valid_residues, side, False))
+            splits[name].extend(
+                example
+                for _, example in _read_file(path, config, valid_residues=valid_residues, side=side, use_splits=False)
+            )
     stats: dict[str, Any] = {"read": {name: len(examples) for name, examples in splits.items()}}
     if not splits["train"]:
         raise ValueError(f"{config.train_file}: no training rows (split value {config.train_split!r})")
@@ -552,7 +563,14 @@ def load_data(config: FinetuneConfig, valid_residues: str, context_residues: int
             name: sum((e.mask or "1" * len(e.sequence)).count("1") for e in examples)
             for name, examples in splits.items()
         }
-    return FinetuneData(config.task, splits["train"], splits["valid"], splits["test"], label_names, stats)
+    return FinetuneData(
+        config.task,
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits["test"],
+        label_names=label_names,
+        stats=stats,
+    )
 
 
 # ---- encoding and batching -----------------------------------------------------------------------------------------
@@ -897,7 +915,9 @@ def evaluate(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics of `model` on encoded `features`, and the predictions (regression in label units; class ids; for
     token tasks the class id of every scored residue, concatenated)."""
-    outputs, loss = predict_features(model, features, pad_token_id, token_budget, autocast)
+    outputs, loss = predict_features(
+        model, features, pad_token_id=pad_token_id, token_budget=token_budget, autocast=autocast
+    )
     if task == "sequence-regression":
         predictions = np.array([o[0] for o in outputs]) * target_std + target_mean
         targets = np.array([f["labels"] for f in features]) * target_std + target_mean
@@ -993,17 +1013,17 @@ def _train_loader(features: list[dict[str, Any]], config: FinetuneConfig, accele
         features,
         batch_sampler=LengthGroupedBatches(
             [len(f["input_ids"]) for f in features],
-            config.batch_size,
-            config.seed,
-            config.group_by_length,
-            accelerator.num_processes,
-            accelerator.process_index,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            group_by_length=config.group_by_length,
+            num_shards=accelerator.num_processes,
+            shard_index=accelerator.process_index,
         ),
         collate_fn=partial(collate, pad_token_id=pad_id),
     )
 
 
-def _run_record(config: FinetuneConfig, data: FinetuneData, run: dict[str, Any], statistics, parameters) -> dict:
+def _run_record(config: FinetuneConfig, *, data: FinetuneData, run: dict[str, Any], statistics, parameters) -> dict:
     """What `finetune_record.json` starts with: what `load_finetuned` needs, the data and the run's config."""
     task = config.task
     return {
@@ -1074,6 +1094,78 @@ def _train_epochs(
     return step, config.epochs, False
 
 
+class FinetuneTracker:
+    """What a fine-tuning run's evaluations share: the metrics log, the best weights so far (by `best_metric`, kept
+    in memory and saved), early stopping, and the checkpoint saves."""
+
+    def __init__(
+        self,
+        config: FinetuneConfig,
+        accelerator: Accelerator,
+        model,
+        tokenizer,
+        run,
+        statistics,
+        record,
+        output_dir: Path,
+    ):
+        self.config, self.accelerator, self.model, self.tokenizer = config, accelerator, model, tokenizer
+        self.run, self.statistics, self.record, self.output_dir = run, statistics, record, output_dir
+        self.metric = config.best_metric
+        self.best_state: dict[str, torch.Tensor] = {}
+        self.best_value: float | None = None
+        self.evals_without_gain = 0
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        metrics, _ = evaluate(
+            self.model,
+            self.run["features"][split],
+            self.config.task,
+            self.tokenizer.pad_token_id,
+            num_classes=self.run["num_classes"],
+            target_mean=self.run["target_mean"],
+            target_std=self.run["target_std"],
+            token_budget=self.config.eval_token_budget,
+            autocast=self.accelerator.autocast,
+        )
+        return metrics
+
+    def log(self, entry: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.output_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(_json_safe(entry)) + "\n")
+
+    def save(self, status: str) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            with saved_head(self.model, self.statistics, self.run["target_mean"], self.run["target_std"]):
+                save_finetuned(self.model, self.tokenizer, self.output_dir, {**self.record, "status": status})
+
+    def keep_best(self, step: int, metrics: dict[str, float]) -> None:
+        self.best_state = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        self.best_value, self.evals_without_gain = metrics[self.metric], 0
+        self.record.update(best_step=step, best_valid=metrics)
+        self.save("training")
+
+    def validate(self, step: int, epoch: int) -> bool:
+        """Evaluates on the validation split; True when early stopping says to stop."""
+        metrics = self.evaluate("valid")
+        self.log({"step": step, "epoch": epoch + 1, **{f"valid_{k}": v for k, v in metrics.items()}})
+        self.accelerator.print(f"step {step} (epoch {epoch + 1}): valid {self.metric} {metrics[self.metric]:.4f}")
+        if _better(metrics[self.metric], self.best_value, self.metric):
+            self.keep_best(step, metrics)
+        else:
+            self.evals_without_gain += 1
+        patience = self.config.early_stopping_patience
+        return bool(patience) and self.evals_without_gain >= patience
+
+    @torch.no_grad()
+    def restore_best(self) -> None:
+        for name, parameter in self.model.named_parameters():
+            if name in self.best_state:
+                parameter.copy_(self.best_state[name])
+
+
 def finetune(config: FinetuneConfig) -> Path:
     """Fine-tune `config.model` on the task; returns the output folder, which holds the best checkpoint (by the
     validation metric), the tokenizer, `finetune_record.json` and `metrics.jsonl`."""
@@ -1090,18 +1182,18 @@ def finetune(config: FinetuneConfig) -> Path:
     output_dir = _prepare_output_dir(config) if accelerator.is_main_process else Path(config.output_dir)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    run = _encoded_splits(config, tokenizer, AutoConfig.from_pretrained(config.model).max_position_embeddings - 2)
+    run = _encoded_splits(config, tokenizer, context_residues(AutoConfig.from_pretrained(config.model)))
     data, features, task = run["data"], run["features"], config.task
     model = build_model(
         config.model,
         task,
-        data.label_names,
-        config.method,
-        config.pooling,
-        config.lora_r,
-        config.lora_alpha,
-        config.lora_dropout,
-        config.lora_targets,
+        label_names=data.label_names,
+        method=config.method,
+        pooling=config.pooling,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        lora_targets=config.lora_targets,
     )
     parameters = {
         "total": sum(p.numel() for p in model.parameters()),
@@ -1115,7 +1207,6 @@ def finetune(config: FinetuneConfig) -> Path:
     # Not prepared: accelerate would step it once per process; it is stepped once per optimizer step below.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, total_steps, config))
     model, optimizer = accelerator.prepare(model, optimizer)
-    metric = config.best_metric
     unwrapped = accelerator.unwrap_model(model)
     statistics = None
     if task != "token-classification" and config.standardize_pooled:
@@ -1123,62 +1214,27 @@ def finetune(config: FinetuneConfig) -> Path:
         rng = np.random.default_rng([config.seed, 7])
         sample = [features["train"][i] for i in rng.permutation(len(features["train"]))[:1024]]
         statistics = pooled_feature_statistics(unwrapped, sample, pad_id, config.eval_token_budget)
-
-    def run_eval(split: str) -> dict[str, float]:
-        metrics, _ = evaluate(
-            unwrapped,
-            features[split],
-            task,
-            pad_id,
-            num_classes=run["num_classes"],
-            target_mean=run["target_mean"],
-            target_std=run["target_std"],
-            token_budget=config.eval_token_budget,
-            autocast=accelerator.autocast,
-        )
-        return metrics
-
-    record = _run_record(config, data, run, statistics, parameters)
-    metrics_file = output_dir / "metrics.jsonl"
-
-    def log(entry: dict[str, Any]) -> None:
-        if accelerator.is_main_process:
-            with open(metrics_file, "a") as handle:
-                handle.write(json.dumps(_json_safe(entry)) + "\n")
-
-    def save(status: str) -> None:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            with saved_head(unwrapped, statistics, run["target_mean"], run["target_std"]):
-                save_finetuned(unwrapped, tokenizer, output_dir, {**record, "status": status})
-
-    best = {"state": {}, "value": None, "evals_without_gain": 0}
-
-    def keep_best(step: int, metrics: dict[str, float]) -> None:
-        best["state"] = {n: p.detach().clone() for n, p in unwrapped.named_parameters() if p.requires_grad}
-        best["value"], best["evals_without_gain"] = metrics[metric], 0
-        record.update(best_step=step, best_valid=metrics)
-        save("training")
-
-    def validate(step: int, epoch: int) -> bool:
-        metrics = run_eval("valid")
-        log({"step": step, "epoch": epoch + 1, **{f"valid_{k}": v for k, v in metrics.items()}})
-        accelerator.print(f"step {step} (epoch {epoch + 1}): valid {metric} {metrics[metric]:.4f}")
-        if _better(metrics[metric], best["value"], metric):
-            keep_best(step, metrics)
-        else:
-            best["evals_without_gain"] += 1
-        return bool(config.early_stopping_patience) and best["evals_without_gain"] >= config.early_stopping_patience
+    record = _run_record(config, data=data, run=run, statistics=statistics, parameters=parameters)
+    tracker = FinetuneTracker(
+        config,
+        accelerator=accelerator,
+        model=unwrapped,
+        tokenizer=tokenizer,
+        run=run,
+        statistics=statistics,
+        record=record,
+        output_dir=output_dir,
+    )
 
     with standardized_head_inputs(unwrapped, statistics):  # removed again before returning
-        initial = run_eval("valid")
+        initial = tracker.evaluate("valid")
         record["initial_valid"] = initial
-        log({"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in initial.items()}})
-        keep_best(0, initial)
+        tracker.log({"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in initial.items()}})
+        tracker.keep_best(0, initial)
         accelerator.print(
             f"{task} {config.method}: " + " / ".join(f"{n} {k}" for k, n in data.stats["sequences"].items()) + " "
             f"sequences, {parameters['trainable']:,} of {parameters['total']:,} parameters trained; "
-            f"valid {metric} before training {_number(initial[metric])}"
+            f"valid {config.best_metric} before training {_number(initial[config.best_metric])}"
         )
         progress = tqdm(
             total=total_steps,
@@ -1196,25 +1252,22 @@ def finetune(config: FinetuneConfig) -> Path:
                 accelerator=accelerator,
                 config=config,
                 total_steps=total_steps,
-                log=log,
-                validate=validate,
+                log=tracker.log,
+                validate=tracker.validate,
                 progress=progress,
             )
         finally:
             progress.close()
-
-        with torch.no_grad():  # back to the best weights for the test split and the final save
-            for name, parameter in unwrapped.named_parameters():
-                if name in best["state"]:
-                    parameter.copy_(best["state"][name])
+        tracker.restore_best()  # the test split and the final save use the best weights
         record.update(steps=step, epochs_run=epochs_run, stopped_early=stopped_early)
         if features["test"]:
-            record["test"] = run_eval("test")
-            log({"step": step, "best_step": record["best_step"], **{f"test_{k}": v for k, v in record["test"].items()}})
+            record["test"] = tracker.evaluate("test")
+            test = {f"test_{k}": v for k, v in record["test"].items()}
+            tracker.log({"step": step, "best_step": record["best_step"], **test})
         record.update(
             wall_time_s=time.time() - started, device=str(accelerator.device), world_size=accelerator.num_processes
         )
-        save("finished")
+        tracker.save("finished")
     accelerator.wait_for_everyone()
     return output_dir
 
@@ -1261,7 +1314,7 @@ def predict(
     As in training, at most `max_length` residues go in at once (default: the context minus 2): per-residue tasks
     predict longer sequences in consecutive chunks, sequence tasks see the first `max_length` residues."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    max_length = max_length or base.config.max_position_embeddings - 2
+    max_length = max_length or context_residues(base.config)
     per_residue = isinstance(base, PLMForTokenClassification)
     pieces: list[tuple[int, str]] = []  # (sequence index, residues)
     for index, sequence in enumerate(sequences):

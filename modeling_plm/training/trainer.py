@@ -639,7 +639,14 @@ def pretrain(config: PretrainConfig) -> Path:
             init_from = str(phase_dir / "model")
             continue
         eval_objectives = config.eval_objectives or sorted({objective for objective, _ in phases})
-        runner = PhaseRunner(config, objective, steps, phase_dir, init_from, derived_seed(config.seed, index))
+        runner = PhaseRunner(
+            config,
+            objective=objective,
+            max_steps=steps,
+            output_dir=phase_dir,
+            init_from=init_from,
+            phase_seed=derived_seed(config.seed, index),
+        )
         final_eval = runner.run(eval_objectives, metrics_file, record)
         phase_record = {
             "objective": objective,
