@@ -21,6 +21,7 @@ __all__ = [
     "INVALID_RESIDUE_POLICIES",
     "PLMTokenizerFast",
     "build_backend_tokenizer",
+    "glm_layout",
     "read_vocab_file",
     "special_tokens_of",
 ]
@@ -34,6 +35,21 @@ SOP_TOKEN = "<sop>"
 EOP_TOKEN = "<eop>"
 
 INVALID_RESIDUE_POLICIES = ("error", "X", "drop")
+
+
+def glm_layout(
+    context_ids: list[int], mask_positions: list[int], spans: list[list[int]], sop_token_id: int
+) -> tuple[list[int], list[int], list[int]]:
+    """xTrimoPGLM's blank-infilling layout, the one of training and of infilling: (input_ids, position_ids,
+    block_position_ids). The context comes first (positions 0, 1, ..., block position 0); then, for each mask in
+    order, `<sop>` and its span at the mask's position with block positions 1, 2, ... An empty span leaves the
+    `<sop>` to generate from. Spans beyond the given masks are ignored."""
+    input_ids, positions, blocks = list(context_ids), list(range(len(context_ids))), [0] * len(context_ids)
+    for mask_position, span in zip(mask_positions, spans):
+        input_ids.extend([sop_token_id, *span])
+        positions.extend([mask_position] * (len(span) + 1))
+        blocks.extend(range(1, len(span) + 2))
+    return input_ids, positions, blocks
 
 
 def is_special_token(token: str) -> bool:

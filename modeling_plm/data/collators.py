@@ -37,11 +37,14 @@ than its tokenization: by 2 tokens per span in span mode (``<smask>`` and ``<sop
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ..tokenization_plm import glm_layout
+
 IGNORE_INDEX = -100
 # Random replacements are drawn from the 20 standard amino acids: X, B, Z, U and O are rare or ambiguous, and
 # teaching the model to "correct" a residue into them would be noise.
 STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 GLM_MODES = ("mlm", "span", "gmask")
+GLM_FIELDS = ("input_ids", "position_ids", "block_position_ids")  # the order of `glm_layout`
 # BERT's split of the selected positions, used by GLMCollator's "mlm" mode.
 DEFAULT_MASK_TOKEN_RATIO = 0.8
 DEFAULT_RANDOM_TOKEN_RATIO = 0.1
@@ -453,15 +456,10 @@ class GLMCollator:
         context.extend(residues[cursor:])
         context.append(self.eos_token_id)
 
-        input_ids = list(context)
-        position_ids = list(range(len(context)))
-        block_position_ids = [0] * len(context)
+        spans = [residues[start : start + length] for start, length in zip(starts, lengths)]
+        input_ids, position_ids, block_position_ids = glm_layout(context, mask_positions, spans, self.sop_token_id)
         labels = [IGNORE_INDEX] * len(context)
-        for start, length, mask_position in zip(starts, lengths, mask_positions):
-            span = residues[start : start + length]
-            input_ids.extend([self.sop_token_id, *span])
-            position_ids.extend([mask_position] * (length + 1))
-            block_position_ids.extend(range(1, length + 2))
+        for span in spans:  # each span token predicts the next one; the last predicts <eop>
             labels.extend([*span, self.eop_token_id])
         return input_ids, position_ids, block_position_ids, labels
 
@@ -476,9 +474,7 @@ class GLMCollator:
         suffix = residues[prefix:]
         context = [self.bos_token_id, *residues[:prefix], self.gmask_token_id]
         gmask_position = len(context) - 1
-        input_ids = [*context, self.sop_token_id, *suffix]
-        position_ids = [*range(len(context)), *([gmask_position] * (len(suffix) + 1))]
-        block_position_ids = [0] * len(context) + list(range(1, len(suffix) + 2))
+        input_ids, position_ids, block_position_ids = glm_layout(context, [gmask_position], [suffix], self.sop_token_id)
         labels = [IGNORE_INDEX] * len(context) + [*suffix, self.eop_token_id]
         return input_ids, position_ids, block_position_ids, labels
 
@@ -527,8 +523,5 @@ def glm_infill_inputs(tokenizer: PreTrainedTokenizerBase, context: str) -> dict[
         raise ValueError(f"the context has no {tokenizer.smask_token} or {tokenizer.gmask_token} to infill")
     if context_ids[mask_position] == tokenizer.gmask_token_id and context_ids[-1] == tokenizer.eos_token_id:
         context_ids = context_ids[:-1]  # a <gmask> continuation is open-ended: no <eos> after it (as in training)
-    return {
-        "input_ids": torch.tensor([context_ids + [tokenizer.sop_token_id]]),
-        "position_ids": torch.tensor([list(range(len(context_ids))) + [mask_position]]),
-        "block_position_ids": torch.tensor([[0] * len(context_ids) + [1]]),
-    }
+    layout = glm_layout(context_ids, [mask_position], [[]], tokenizer.sop_token_id)  # ... <sop> to generate from
+    return {name: torch.tensor([values]) for name, values in zip(GLM_FIELDS, layout)}

@@ -46,6 +46,7 @@ from transformers import (
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
+from ..tokenization_plm import glm_layout
 from .context import context_residues
 
 logger = logging.get_logger(__name__)
@@ -545,13 +546,7 @@ def _glm_inputs(template: InfillTemplate, spans: list[list[int]], sop: int) -> t
     The layout of GLMCollator's span mode: the context, then `<sop> span` per filled span (at its mask position,
     block positions 1, 2, ...), then `<sop>` of the next span.
     """
-    context = template.context_ids
-    input_ids, positions, blocks = list(context), list(range(len(context))), [0] * len(context)
-    for mask_position, span in zip(template.mask_positions, [*spans, []]):
-        input_ids.extend([sop, *span])
-        positions.extend([mask_position] * (len(span) + 1))
-        blocks.extend(range(1, len(span) + 2))
-    return input_ids, positions, blocks
+    return glm_layout(template.context_ids, template.mask_positions, [*spans, []], sop)
 
 
 def _check_glm_model(model: PreTrainedModel) -> None:
