@@ -54,10 +54,10 @@ class PLMConfig(PretrainedConfig):
         cpu_linear_kernel: the GEMM behind the float32 projections on CPU. `"onednn"` runs them through oneDNN
             (forward and backward; during `generate()` with fused, pre-packed weights), which on CPUs where torch's
             default BLAS is slow (MKL on AMD: 2-3x) is much faster; `"torch"` uses `torch.nn.functional.linear`;
-            `"auto"` (default) is `"onednn"` when this torch build has it, else `"torch"`. Asking for `"onednn"` on
-            a build without it raises. A choice about the machine, not the model: it is never written to
-            `config.json`, and a value stored there by older versions is ignored on load (pass it to `from_pretrained`
-            instead).
+            `"auto"` (default) is `"onednn"` on x86 CPUs other than Intel's when this torch build has it, else
+            `"torch"` (MKL is fast on Intel). Asking for `"onednn"` on a build without it raises. A choice about the
+            machine, not the model: it is never written to `config.json`, and a value stored there by older versions
+            is ignored on load (pass it to `from_pretrained` instead).
     """
 
     model_type = "plm"

@@ -93,6 +93,18 @@ def test_kernel_choice_is_validated(monkeypatch):
     assert type(fallback.model.layers[0].mlp.up_proj) is nn.Linear
 
 
+@pytest.mark.parametrize(
+    "vendor, expected", [("AuthenticAMD", OneDNNLinear), ("GenuineIntel", nn.Linear), ("", nn.Linear)]
+)
+def test_auto_takes_onednn_only_where_mkl_is_slow(vendor, expected, monkeypatch):
+    """MKL is fast on Intel CPUs and absent off x86: "auto" keeps torch's linear there, and takes oneDNN elsewhere."""
+    monkeypatch.setattr(onednn, "ONEDNN_PREFERRED_CPU", onednn.onednn_preferred(vendor))
+    model = PLMForMaskedLM(config_from_preset("tiny"))
+    assert type(model.model.layers[0].mlp.up_proj) is expected
+    assert type(model.model.layers[0].self_attn.q_proj) is expected
+    assert onednn.ONEDNN_PREFERRED_CPU is onednn.onednn_preferred(vendor)
+
+
 def test_kernel_choice_stays_with_the_machine(monkeypatch, tmp_path):
     """Saving never writes the kernel; a checkpoint written with "onednn" by an older version loads on a torch
     build without oneDNN, and from_pretrained's argument still chooses."""
