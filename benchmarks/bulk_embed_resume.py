@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from common import SWISSPROT_SAMPLE, report
 
-from modeling_plm.data.records import find_data_dir
+from modeling_plm.data.fasta import find_data_dir
 from modeling_plm.inference.embedding import load_embeddings
 
 

@@ -11,7 +11,7 @@ import torch
 from transformers import EsmConfig, EsmForMaskedLM
 
 from modeling_plm.data.collators import STANDARD_AMINO_ACIDS
-from modeling_plm.data.records import find_data_dir, read_fasta
+from modeling_plm.data.fasta import find_data_dir, read_fasta
 from modeling_plm.hub.convert import ESM2_VOCAB, convert_esm2
 
 RESULTS = Path(__file__).parent / "results"

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import report  # noqa: E402
 
-from modeling_plm.data.records import find_data_dir  # noqa: E402
+from modeling_plm.data.fasta import find_data_dir  # noqa: E402
 from modeling_plm.training.finetune import (  # noqa: E402
     FinetuneConfig,
     compute_metrics,

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from modeling_plm.data.records import find_data_dir, read_fasta
+from modeling_plm.data.fasta import find_data_dir, read_fasta
 
 REQUIRE_DATA_ENV = "PLM_REQUIRE_DATA"  # CI sets it: a missing data set fails instead of skipping.
 # Marks that transformers' common tests (tests/test_transformers_common.py) carry; transformers' conftest defines them.

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from modeling_plm.cli import main
-from modeling_plm.data.records import read_fasta
+from modeling_plm.data.fasta import read_fasta
 
 from .conftest import data_path
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from modeling_plm.data.records import (
+from modeling_plm.data import (
     DataSource,
     ProteinStream,
     RecordPolicy,

@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoTokenizer, pipeline
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMModel, PLMTokenizerFast, config_from_preset
 from modeling_plm.cli.embed import add_arguments as add_embed_arguments
 from modeling_plm.cli.embed import run as run_embed
-from modeling_plm.data.records import read_fasta
+from modeling_plm.data.fasta import read_fasta
 from modeling_plm.inference.embedding import (
     ProteinEmbeddingPipeline,
     embed_fasta,

@@ -15,7 +15,7 @@ from modeling_plm import PLMConfig, PLMForMaskedLM, PLMTokenizerFast, config_fro
 from modeling_plm.cli.generate import add_arguments as add_generate_arguments
 from modeling_plm.cli.generate import run as run_generate
 from modeling_plm.data.collators import glm_infill_inputs
-from modeling_plm.data.records import read_fasta
+from modeling_plm.data.fasta import read_fasta
 from modeling_plm.hub.convert import ESM2_VOCAB
 from modeling_plm.inference.generation import (
     generate_sequences,

@@ -13,7 +13,7 @@ from transformers import pipeline
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
 from modeling_plm.cli.score import add_arguments as add_score_arguments
 from modeling_plm.cli.score import run as run_score
-from modeling_plm.data.records import read_fasta
+from modeling_plm.data.fasta import read_fasta
 from modeling_plm.inference.scoring import (
     STANDARD_AMINO_ACIDS,
     apply_mutations,

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-from ..data.records import find_data_dir, read_fasta
+from ..data.fasta import find_data_dir, read_fasta
 from ..inference.embedding import embed_sequences
 from ..inference.generation import generate_sequences, infill_sequences
 from ..tokenization_plm import PLMTokenizerFast

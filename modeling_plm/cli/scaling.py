@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..data.records import find_data_dir
+from ..data.fasta import find_data_dir
 from .main import run_command
 
 HELP = "compute-optimal planning, scaling-law fits and sweeps (see: plm scaling --help)"

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from ..data.records import read_fasta
+from ..data.fasta import read_fasta
 from ..inference.scoring import (
     DEFAULT_BATCH_SIZE,
     SEQUENCE_SCORES,

@@ -1,7 +1,10 @@
 """Data: FASTA files → cleaned records → streams → tokens → batches.
 
-- `records`: FASTA reading, the record policy (invalid residues, stop codons, lengths), data sources, splits,
-  MMseqs2 clustering and the resumable `ProteinStream`.
+- `fasta`: FASTA / FASTA.gz reading, id lists, the shared data folder.
+- `residues`: the one invalid-residue policy of tokens (error, skip, X, drop).
+- `records`: cleaning records for pretraining (invalid letters, stop codons, lengths), with counts.
+- `sources`: weighted sources, leakage-free train/valid splits, MMseqs2 clusters.
+- `streams`: the deterministic, resumable, rank-sharded `ProteinStream`.
 - `collators`: MLM, CLM and GLM collators (padded or packed rows) and the batching rules.
 """
 
@@ -16,23 +19,10 @@ from .collators import (
     pack_rows,
     token_budget_batches,
 )
-from .records import (
-    DATA_DIR_ENV,
-    STANDARD_ALPHABET,
-    DataSource,
-    FastaRecord,
-    ProteinStream,
-    RecordPolicy,
-    RecordStats,
-    clean_records,
-    cluster_with_mmseqs,
-    find_data_dir,
-    load_clusters,
-    mmseqs_available,
-    read_fasta,
-    read_id_list,
-    split_of,
-)
+from .fasta import DATA_DIR_ENV, FastaRecord, find_data_dir, read_fasta, read_id_list
+from .records import STANDARD_ALPHABET, RecordPolicy, RecordStats, clean_records
+from .sources import DataSource, cluster_with_mmseqs, load_clusters, mmseqs_available, split_of
+from .streams import ProteinStream
 
 __all__ = [
     "DATA_DIR_ENV",

@@ -42,7 +42,7 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from ..data.collators import token_budget_batches
-from ..data.records import read_fasta
+from ..data.fasta import read_fasta
 from ..modeling_plm import pool_residues
 from ..tokenization_plm import INVALID_RESIDUE_POLICIES
 from .context import context_residues
@@ -572,10 +572,6 @@ def embed_fasta(
     (records whose id appeared earlier), `skipped` (empty), `resumed` (records found already done), `output_dir`.
     """
     fasta_path, output_dir = Path(fasta_path), Path(output_dir)
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be positive, got {shard_size}")
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
     backbone = _backbone_of(model)
     options = _resolve_options(
         backbone.config,
@@ -586,6 +582,10 @@ def embed_fasta(
         window=window,
         stride=stride,
     )
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
     tokenizer = _policy_tokenizer(tokenizer, invalid_residues)
     if not fasta_path.exists():
         raise FileNotFoundError(f"FASTA file not found: {fasta_path}")

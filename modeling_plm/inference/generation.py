@@ -78,7 +78,10 @@ Row = tuple[int, list[int]]  # (index of the prompt it belongs to, prompt token 
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _check_sampling(num_return_sequences: int, do_sample: bool, temperature: float, top_k: int, top_p: float) -> None:
+def _check_sampling(settings: GenerationSettings | InfillingSettings) -> None:
+    """The sampling options both settings classes share."""
+    num_return_sequences, do_sample = settings.num_return_sequences, settings.do_sample
+    temperature, top_k, top_p = settings.temperature, settings.top_k, settings.top_p
     if num_return_sequences < 1:
         raise ValueError(f"num_return_sequences must be >= 1, got {num_return_sequences}")
     if num_return_sequences > 1 and not do_sample:
@@ -127,13 +130,7 @@ class GenerationSettings:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _check_sampling(
-            num_return_sequences=self.num_return_sequences,
-            do_sample=self.do_sample,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-        )
+        _check_sampling(self)
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1 residue, got {self.max_length}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -169,13 +166,7 @@ class InfillingSettings:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _check_sampling(
-            num_return_sequences=self.num_return_sequences,
-            do_sample=self.do_sample,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-        )
+        _check_sampling(self)
         if self.max_span_length is not None and self.max_span_length < 1:
             raise ValueError(f"max_span_length must be >= 1 residue, got {self.max_span_length}")
 

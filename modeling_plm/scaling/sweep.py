@@ -51,7 +51,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..configuration_plm import PLMConfig
-from ..data.records import DataSource, ProteinStream, RecordPolicy, load_clusters, read_id_list
+from ..data import DataSource, ProteinStream, RecordPolicy, load_clusters, read_id_list
 from ..training.flops import non_embedding_parameters
 from ..training.presets import config_from_preset
 from ..training.trainer import Batcher, PretrainConfig, derived_seed, pretrain

@@ -4,7 +4,7 @@
 import os
 from dataclasses import dataclass
 
-from ..data.records import DATA_DIR_ENV, find_data_dir
+from ..data.fasta import DATA_DIR_ENV, find_data_dir
 from ..data.residues import check_residue_policy
 
 LR_SCHEDULES = ("cosine", "wsd", "constant")

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data.collators import token_budget_batches
-from ..data.records import _open_text, read_fasta
+from ..data.fasta import open_text, read_fasta
 from ..data.residues import apply_residue_policy, invalid_character_pattern
 from ..inference.context import context_residues
 from ..modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
@@ -325,7 +325,7 @@ def read_csv_examples(
     if config.task == "token-classification":
         columns["--mask-column"] = config.mask_column
     rows: list[tuple[str, Example]] = []
-    with _open_text(Path(path)) as handle:
+    with open_text(Path(path)) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         header = reader.fieldnames or []
         if not header:

@@ -35,8 +35,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..configuration_plm import PLMConfig
-from ..data.collators import GLMCollator, build_collator, pack_rows
-from ..data.records import (
+from ..data import (
     DataSource,
     ProteinStream,
     RecordPolicy,
@@ -44,6 +43,7 @@ from ..data.records import (
     load_clusters,
     read_id_list,
 )
+from ..data.collators import GLMCollator, build_collator, pack_rows
 from ..modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
 from ..tokenization_plm import PLMTokenizerFast
 from .config import RunConfig, expand_data_path
