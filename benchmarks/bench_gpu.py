@@ -43,7 +43,10 @@ def time_training(model, batches, device, dtype, steps: int, warmup: int) -> flo
         if index == warmup:
             synchronize(device)
             start = time.perf_counter()
-        batch = {k: v.to(device, non_blocking=True) for k, v in batches[index % len(batches)].items()}
+        batch = {
+            k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batches[index % len(batches)].items()
+        }
         with autocast:
             loss = model(**batch).loss
         loss.backward()

@@ -191,6 +191,10 @@ class PLMConfig(PretrainedConfig):
         return output
 
     @property
+    def classifier_dropout_rate(self) -> float:
+        return self.classifier_dropout if self.classifier_dropout is not None else self.hidden_dropout
+
+    @property
     def deepnorm_alpha(self) -> float:
         """DeepNorm residual scale for a decoder-only stack of N layers: (2N)^0.5 (GLM-130B)."""
         return (2.0 * self.num_hidden_layers) ** 0.5

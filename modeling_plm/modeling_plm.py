@@ -10,7 +10,7 @@ Attention types (the `attention_type` forward argument, or the class default):
     `<sop> s1 s2 ...`) attend to the whole context and causally to span tokens up to themselves.
 
 Positions follow transformers: computed from `attention_mask` when not given (left and right padding both give the
-unpadded result); given without a mask, a restart at 0 starts a new sequence of a padding-free packed row. GLM span
+unpadded result); given without a mask, a restart at 0 (or `cu_seq_lens_q`) starts a sequence of a packed row. GLM span
 tokens carry the position of their `<smask>`/`<gmask>` and `block_position_ids` 1, 2, ... from `<sop>` on, rotated
 into the two halves of each head with `position_embedding_type="rotary_2d"` (xTrimoPGLM's 2-D RoPE).
 """
@@ -170,7 +170,7 @@ class PLMAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
-        attention_function: Callable,
+        attention_implementation: str,
         is_causal: bool,
         cache: Cache | None = None,
         **kwargs,
@@ -187,6 +187,7 @@ class PLMAttention(nn.Module):
             query, key = apply_rotary_pos_emb(query, key, *position_embeddings, parts=self.rotary_parts)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
+        attention_function = get_attention_function(attention_implementation)  # this call's backend (see the model)
         output, weights = attention_function(
             self,
             query,
@@ -219,9 +220,8 @@ class PLMMLP(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=config.mlp_bias)
         self.act_fn = ACT2FN[config.hidden_act]
         if config.norm_scheme == "deepnorm":
-            for projection in (self.up_proj, self.down_proj, getattr(self, "gate_proj", None)):
-                if projection is not None:
-                    projection.init_scale = config.deepnorm_beta
+            for projection in (module for module in self.children() if isinstance(module, nn.Linear)):
+                projection.init_scale = config.deepnorm_beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_gated:
@@ -331,18 +331,23 @@ class PLMEmbeddings(nn.Module):
 
 
 def find_packed_sequence_ids(
-    position_ids: torch.Tensor, block_position_ids: torch.Tensor | None
+    position_ids: torch.Tensor, block_position_ids: torch.Tensor | None, cu_seq_lens: torch.Tensor | None = None
 ) -> torch.Tensor | None:
-    """Index of the sequence each token belongs to in padding-free packed rows, or None if each row holds one.
-
-    A sequence starts where `position_ids` restarts at 0 (GLM span tokens never start one: they sit after their
-    context at the position of their mask token, with `block_position_ids > 0`).
-    """
-    starts = position_ids == 0
-    if block_position_ids is not None:
-        starts &= block_position_ids == 0
-    starts[:, 0] = True
-    sequence_ids = starts.long().cumsum(-1) - 1
+    """Index of the sequence each token belongs to in padding-free packed rows, or None if each row holds one. From
+    `cu_seq_lens` (cumulative lengths over the flattened rows, as `DataCollatorWithFlattening` and our collators emit
+    them) when given, else a sequence starts where `position_ids` restarts at 0 (never inside GLM spans)."""
+    if cu_seq_lens is not None:
+        if int(cu_seq_lens[-1]) != position_ids.numel():
+            raise ValueError(f"cu_seq_lens_q covers {int(cu_seq_lens[-1])} tokens, the batch {position_ids.numel()}")
+        tokens = torch.arange(position_ids.numel(), device=position_ids.device)
+        sequence_ids = torch.bucketize(tokens, cu_seq_lens[1:].to(tokens.device), right=True).view_as(position_ids)
+        sequence_ids = sequence_ids - sequence_ids[:, :1]
+    else:
+        starts = position_ids == 0
+        if block_position_ids is not None:
+            starts &= block_position_ids == 0
+        starts[:, 0] = True
+        sequence_ids = starts.long().cumsum(-1) - 1
     if not bool((sequence_ids[:, -1] > 0).any()):
         return None
     return sequence_ids
@@ -354,6 +359,7 @@ def compute_position_ids(
     position_ids: torch.Tensor | None,
     block_position_ids: torch.Tensor | None,
     past_length: int,
+    cu_seq_lens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The position of each token of `tokens` (batch, seq[, hidden]) and, in padding-free packed rows (positions given,
     no attention mask, no cache), the index of its sequence (see the module docstring)."""
@@ -361,7 +367,8 @@ def compute_position_ids(
     if position_ids is not None:
         position_ids = position_ids.to(device).expand(batch_size, -1)
         is_packed = attention_mask is None and past_length == 0
-        return position_ids, find_packed_sequence_ids(position_ids, block_position_ids) if is_packed else None
+        sequence_ids = find_packed_sequence_ids(position_ids, block_position_ids, cu_seq_lens) if is_packed else None
+        return position_ids, sequence_ids
     if attention_mask is None:
         position_ids = torch.arange(past_length, past_length + seq_length, device=device)
         return position_ids.unsqueeze(0).expand(batch_size, -1), None
@@ -518,7 +525,7 @@ class PLMModel(PLMPreTrainedModel):
             attention_mask = attention_mask.to(tokens.device)
             padding_mask = attention_mask[:, -tokens.shape[1] :].bool()
         position_ids, sequence_ids = compute_position_ids(
-            tokens, attention_mask, position_ids, block_position_ids, past_length
+            tokens, attention_mask, position_ids, block_position_ids, past_length, kwargs.get("cu_seq_lens_q")
         )
         if block_position_ids is not None:
             block_position_ids = block_position_ids.to(tokens.device).expand(tokens.shape[0], -1)
@@ -527,7 +534,7 @@ class PLMModel(PLMPreTrainedModel):
         hidden_states = self.embeddings(
             input_ids, inputs_embeds, position_ids, padding_mask, sequence_ids, is_bidirectional
         )
-        attention_function, mask, attention_kwargs = self._attention_inputs(
+        attention_implementation, mask, attention_kwargs = self._attention_inputs(
             hidden_states=hidden_states,
             attention_mask=attention_mask,
             cache=cache,
@@ -548,9 +555,10 @@ class PLMModel(PLMPreTrainedModel):
                 hidden_states,
                 attention_mask=mask,
                 position_embeddings=position_embeddings,
-                attention_function=attention_function,
+                attention_implementation=attention_implementation,
                 is_causal=attention_type == "causal",
                 cache=cache,
+                **kwargs,  # e.g. cu_seq_lens_* / max_length_*, which varlen kernels read
                 **attention_kwargs,
             )
             if output_hidden_states:
@@ -578,17 +586,17 @@ class PLMModel(PLMPreTrainedModel):
         sequence_ids: torch.Tensor | None,
         block_position_ids: torch.Tensor | None,
         output_attentions: bool,
-    ) -> tuple[Callable, torch.Tensor | None, dict]:
-        """This call's attention function, its mask in the function's format (built with transformers' masking
-        utilities) and the function's extra arguments."""
+    ) -> tuple[str, torch.Tensor | None, dict]:
+        """This call's attention backend (a name in transformers' `AttentionInterface`), its mask in the backend's
+        format (built with transformers' masking utilities) and the backend's extra arguments."""
         # output_attentions is served by eager attention for this call, whatever the configured backend.
         implementation = "eager" if output_attentions else self.config._attn_implementation
-        attention_function, extra = get_attention_function(implementation), {}
+        extra = {}
         if implementation == "sdpa" and sequence_ids is not None and self.runtime_kernels is not None:
             # Packed rows on SDPA: attend within each sequence rather than over the row with a block mask.
             glm_blocks = block_position_ids if attention_type == "glm" else None
-            attention_function, extra = self.runtime_kernels.packed_attention(sequence_ids, glm_blocks)
-            return attention_function, None, extra
+            implementation, extra = self.runtime_kernels.packed_attention(sequence_ids, glm_blocks)
+            return implementation, None, extra
         if implementation.startswith("flash_attention"):
             if attention_type == "glm":
                 raise ValueError(
@@ -598,7 +606,7 @@ class PLMModel(PLMPreTrainedModel):
             extra["position_ids"] = position_ids  # varlen kernels find packed sequences from the positions
         decoding_step = hidden_states.shape[1] == 1 and (attention_mask is None or bool(attention_mask.all()))
         if decoding_step and implementation in ("sdpa", "eager"):
-            return attention_function, None, extra  # one token with no padding sees all its past and itself
+            return implementation, None, extra  # one token with no padding sees all its past and itself
 
         config = self.config
         if implementation != config._attn_implementation:
@@ -609,7 +617,7 @@ class PLMModel(PLMPreTrainedModel):
             mask = create_bidirectional_mask(
                 config, hidden_states, attention_mask, and_mask_function=same_sequence, **{CACHE_NAME: cache}
             )
-            return attention_function, mask, extra
+            return implementation, mask, extra
         context = None
         if attention_type == "glm" and (cache is None or cache.get_seq_length() == 0):
             # Once the context is cached, new span tokens need only the causal mask: all of it is in their past.
@@ -623,7 +631,7 @@ class PLMModel(PLMPreTrainedModel):
             or_mask_function=context,
             and_mask_function=same_sequence,
         )
-        return attention_function, mask, extra
+        return implementation, mask, extra
 
 
 class PLMLMHead(nn.Module):
@@ -649,10 +657,7 @@ class PLMLMHead(nn.Module):
         """Grows or shrinks the output bias with the vocabulary: kept entries keep their values, new ones start at 0."""
         if self.bias is None or self.bias.shape[0] == vocab_size:
             return
-        old = self.bias.data
-        bias = old.new_zeros(vocab_size)
-        kept = min(vocab_size, old.shape[0])
-        bias[:kept] = old[:kept]
+        bias = nn.functional.pad(self.bias.data, (0, vocab_size - self.bias.shape[0]))  # zeros added, or cropped
         self.bias = nn.Parameter(bias, requires_grad=self.bias.requires_grad)
 
 
@@ -755,9 +760,9 @@ class PLMForMaskedLM(PLMLanguageModelBase):
             position_ids=position_ids,
             block_position_ids=block_position_ids,
             inputs_embeds=inputs_embeds,
-            use_cache=False,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            **(kwargs | {"use_cache": False}),  # a masked LM never caches, whatever a caller asks
         )
         loss = None
         if labels is not None:
@@ -805,6 +810,7 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            **kwargs,
         )
         loss = None
         if labels is not None:
@@ -835,11 +841,8 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         # `inputs_embeds` is named so that generate() accepts embedding prompts (it reads this signature).
         model_inputs = super().prepare_inputs_for_generation(input_ids, inputs_embeds=inputs_embeds, **kwargs)
         if block_position_ids is not None:
-            step = (
-                model_inputs["input_ids"]
-                if model_inputs.get("input_ids") is not None
-                else model_inputs["inputs_embeds"]
-            )
+            step = model_inputs.get("input_ids")
+            step = model_inputs["inputs_embeds"] if step is None else step
             model_inputs["block_position_ids"] = block_position_ids[:, -step.shape[1] :]
         return model_inputs
 
@@ -852,12 +855,10 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         if block_position_ids is not None:
             # A generated span token keeps its span's position and advances the block position.
             steps = torch.arange(1, num_new_tokens + 1, device=block_position_ids.device)
-            model_kwargs["block_position_ids"] = torch.cat(
-                (block_position_ids, block_position_ids[:, -1:] + steps), dim=-1
-            )
+            model_kwargs["block_position_ids"] = torch.cat((block_position_ids, block_position_ids[:, -1:] + steps), -1)
             if position_ids is not None:
                 model_kwargs["position_ids"] = torch.cat(
-                    (position_ids, position_ids[:, -1:].expand(-1, num_new_tokens)), dim=-1
+                    (position_ids, position_ids[:, -1:].expand(-1, num_new_tokens)), -1
                 )
         return model_kwargs
 
@@ -902,10 +903,9 @@ def pool_residues(
 class PLMClassificationHead(nn.Module):
     def __init__(self, config: PLMConfig):
         super().__init__()
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.act_fn = ACT2FN[config.hidden_act]
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(config.classifier_dropout_rate)
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -976,8 +976,7 @@ class PLMForTokenClassification(PLMClassifierBase):
 
     def __init__(self, config: PLMConfig):
         super().__init__(config)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(config.classifier_dropout_rate)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 

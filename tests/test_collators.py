@@ -36,16 +36,27 @@ def binomial_tolerance(p: float, n: int) -> float:
     return 5 * math.sqrt(p * (1 - p) / n)
 
 
+PACKED_BOUNDARIES = {"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"}
+
+
 def split_packed(batch: dict[str, torch.Tensor], pad_token_id: int) -> tuple[list[dict], list[dict]]:
-    """Cut packed rows where the model starts a sequence (position 0, block position 0): (samples, filler pieces)."""
+    """Cut packed rows at the collator's sequence boundaries (`cu_seq_lens_q`): (samples, filler pieces). Checks that
+    the model's other reading of the boundaries, a restart at position 0 (block position 0), cuts at the same places."""
+    rows = {name: values for name, values in batch.items() if name not in PACKED_BOUNDARIES}
+    flat = {name: values.flatten() for name, values in rows.items()}
+    boundaries = batch["cu_seq_lens_q"].tolist()
+    assert boundaries[0] == 0 and boundaries[-1] == batch["input_ids"].numel()
+    row_length = batch["input_ids"].shape[1]
+    blocks = flat.get("block_position_ids", torch.zeros_like(flat["position_ids"]))
+    restarts = ((flat["position_ids"] == 0) & (blocks == 0)).nonzero().flatten().tolist()
+    assert restarts == boundaries[:-1], "positions restart exactly where cu_seq_lens_q starts a sequence"
     samples, fillers = [], []
-    blocks = batch.get("block_position_ids", torch.zeros_like(batch["position_ids"]))
-    for row in range(batch["input_ids"].shape[0]):
-        starts = ((batch["position_ids"][row] == 0) & (blocks[row] == 0)).nonzero().flatten().tolist()
-        bounds = starts + [batch["input_ids"].shape[1]]
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            piece = {name: values[row, start:end] for name, values in batch.items()}
-            (fillers if piece["input_ids"][0] == pad_token_id else samples).append(piece)
+    for start, end in zip(boundaries[:-1], boundaries[1:]):
+        assert start // row_length == (end - 1) // row_length, "no sequence crosses a row"
+        piece = {name: values[start:end] for name, values in flat.items()}
+        (fillers if piece["input_ids"][0] == pad_token_id else samples).append(piece)
+    assert batch["max_length_q"] == batch["max_length_k"] == max(b - a for a, b in zip(boundaries, boundaries[1:]))
+    assert batch["cu_seq_lens_q"].dtype == torch.int32 and batch["cu_seq_lens_k"] is batch["cu_seq_lens_q"]
     return samples, fillers
 
 
@@ -164,7 +175,8 @@ def test_batches_are_a_pure_function_of_sequences_and_seed(tokenizer, swissprot_
     second = collator(sequences, seed=7)
     other = collator(sequences, seed=8)
     assert first.keys() == second.keys()
-    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert all(torch.equal(first[name], second[name]) for name in first if torch.is_tensor(first[name]))
+    assert all(first[name] == second[name] for name in first if not torch.is_tensor(first[name]))
     assert not torch.equal(first["input_ids"], other["input_ids"]) or not torch.equal(first["labels"], other["labels"])
 
 
@@ -185,7 +197,7 @@ def test_clm_padded_labels_are_the_inputs_except_padding(tokenizer, swissprot_se
 
 def test_clm_packed_rows_ignore_the_first_token_of_every_sequence(tokenizer, swissprot_sequences):
     batch = CLMCollator(tokenizer, pack_length=300)(swissprot_sequences, seed=0)
-    assert set(batch) == {"input_ids", "position_ids", "labels"}
+    assert set(batch) == {"input_ids", "position_ids", "labels"} | PACKED_BOUNDARIES
     samples, fillers = split_packed(batch, tokenizer.pad_token_id)
     originals = tokenize(tokenizer, swissprot_sequences)
     assert len(samples) == len(originals)
@@ -205,8 +217,9 @@ def test_packed_rows_hold_the_padded_samples_contiguously(tokenizer, swissprot_s
     padded = build_collator(objective, tokenizer)(swissprot_sequences, seed=3)
     packed = build_collator(objective, tokenizer, pack_length=pack_length)(swissprot_sequences, seed=3)
     expected_keys = {"input_ids", "position_ids", "labels"} | ({"block_position_ids"} if objective == "glm" else set())
-    assert set(packed) == expected_keys
-    assert all(values.dtype == torch.long and values.shape[1] == pack_length for values in packed.values())
+    assert set(packed) == expected_keys | PACKED_BOUNDARIES
+    rows = [packed[name] for name in expected_keys]
+    assert all(values.dtype == torch.long and values.shape[1] == pack_length for values in rows)
     unpacked = padded_samples(padded)
     # The same next-fit rule as pack_rows, so the trainer can predict the number of rows.
     assert packed["input_ids"].shape[0] == len(pack_rows([len(s["input_ids"]) for s in unpacked], pack_length))
@@ -471,3 +484,45 @@ def test_glm_infill_inputs_match_the_documented_layout():
     assert continuation["input_ids"][0].tolist()[-2:] == [tokenizer.gmask_token_id, tokenizer.sop_token_id]
     with pytest.raises(ValueError, match="no <smask> or <gmask>"):
         glm_infill_inputs(tokenizer, "MKT")
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_transformers_flattening_collator_matches_one_by_one(tokenizer, swissprot_sequences, attn_implementation):
+    """transformers' `DataCollatorWithFlattening` (one row, position restarts and cu_seq_lens_*/max_length_*) is
+    the packed convention the model reads: each sequence's logits equal its own forward."""
+    from transformers import DataCollatorWithFlattening
+
+    model = PLMForMaskedLM(config_from_preset("tiny", token_dropout=True)).eval()
+    model.set_attn_implementation(attn_implementation)
+    features = [{"input_ids": ids} for ids in tokenize(tokenizer, swissprot_sequences[:6])]
+    batch = DataCollatorWithFlattening(return_flash_attn_kwargs=True, return_tensors="pt")(features)
+    assert batch["input_ids"].shape[0] == 1 and "cu_seq_lens_q" in batch
+    batch["input_ids"][0, 3] = tokenizer.mask_token_id  # token dropout's rescaling is per sequence too
+    with torch.no_grad():
+        packed = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            **{name: batch[name] for name in PACKED_BOUNDARIES},
+        ).logits[0]
+        boundaries = batch["cu_seq_lens_q"].tolist()
+        for start, end in zip(boundaries[:-1], boundaries[1:]):
+            alone = model(input_ids=batch["input_ids"][:, start:end]).logits[0]
+            torch.testing.assert_close(packed[start:end], alone, atol=TOL, rtol=0)
+
+
+def test_the_model_reads_the_boundaries_from_cu_seq_lens(tokenizer, swissprot_sequences):
+    """Given `cu_seq_lens_q`, the model cuts there even where positions do not restart (learned absolute positions
+    continuing over two sequences): attention stays within each sequence."""
+    model = PLMForMaskedLM(config_from_preset("tiny")).eval()
+    first, second = tokenize(tokenizer, swissprot_sequences[:2])
+    input_ids = torch.tensor([first + second])
+    positions = torch.arange(input_ids.shape[1])[None]
+    boundaries = torch.tensor([0, len(first), input_ids.shape[1]], dtype=torch.int32)
+    with torch.no_grad():
+        together = model(input_ids=input_ids, position_ids=positions).logits[0]
+        cut = model(input_ids=input_ids, position_ids=positions, cu_seq_lens_q=boundaries).logits[0]
+        alone = model(input_ids=torch.tensor([first])).logits[0]
+    torch.testing.assert_close(cut[: len(first)], alone, atol=TOL, rtol=0)
+    assert not torch.allclose(together[: len(first)], alone, atol=1e-3)  # without them it is one sequence
+    with pytest.raises(ValueError, match="cu_seq_lens_q covers"):
+        model(input_ids=input_ids, position_ids=positions, cu_seq_lens_q=boundaries[:2])

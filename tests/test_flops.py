@@ -120,7 +120,8 @@ def test_packed_sequence_lengths_come_from_the_batch_metadata():
     pad = 0
     input_ids = torch.tensor([[5, 6, 7, 5, 6, 7, 8, pad], [5, 6, 7, 8, 9, pad, pad, pad]])
     restarts = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 0], [0, 1, 2, 3, 4, 0, 0, 0]])
-    assert batch_sequence_lengths({"input_ids": input_ids, "position_ids": restarts}, pad) == ([3, 4, 5], None)
+    with pytest.raises(ValueError, match="cu_seq_lens_q"):  # packed rows without their boundaries: not guessed
+        batch_sequence_lengths({"input_ids": input_ids, "position_ids": restarts}, pad)
     with_metadata = {
         "input_ids": input_ids,
         "position_ids": torch.arange(8).expand(2, 8),  # no restarts: only the metadata marks the boundaries

@@ -222,6 +222,9 @@ def test_packed_sdpa_runs_per_sequence_and_equals_eager_block_mask(objective, to
     assert len(batch["input_ids"]) > 1
     attention_type = {"mlm": "bidirectional", "clm": "causal", "glm": "glm"}[objective]
     sequence_ids = find_packed_sequence_ids(batch["position_ids"], batch.get("block_position_ids"))
+    # The collator's boundaries (cu_seq_lens_q) and the positions' restarts describe the same sequences.
+    from_boundaries = find_packed_sequence_ids(batch["position_ids"], None, batch["cu_seq_lens_q"])
+    torch.testing.assert_close(from_boundaries, sequence_ids, atol=0, rtol=0)
     glm_blocks = batch.get("block_position_ids") if attention_type == "glm" else None
     segments = packed_sequence_segments(sequence_ids, glm_blocks)
     assert [sum(lengths) for lengths, _ in segments] == [160] * len(batch["input_ids"])

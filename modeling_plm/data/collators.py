@@ -1,9 +1,10 @@
 """Data collators for the three training objectives: masked LM (MLM), causal LM (CLM) and GLM blank infilling.
 
 Every collator is called as ``collator(sequences, seed)`` with cleaned residue strings and returns a dict of
-``torch.long`` tensors. All randomness comes from one ``torch.Generator`` seeded inside the call, so a batch is a pure
-function of ``(sequences, seed)``. The random draws do not depend on ``pack_length`` either: for one seed, the padded
-and the packed batch hold exactly the same samples, only laid out differently.
+``torch.long`` tensors (packed batches add the sequence boundaries, see below). All randomness comes from one
+``torch.Generator`` seeded inside the call, so a batch is a pure function of ``(sequences, seed)``. The random draws do
+not depend on ``pack_length`` either: for one seed, the padded and the packed batch hold exactly the same samples,
+only laid out differently.
 
 ``token_budget_batches`` groups sequences into padded inference batches under a token budget.
 
@@ -13,7 +14,10 @@ Layouts:
   - Packed (``pack_length=L``): samples concatenated into rows of exactly L tokens (next-fit in input order, see
     ``pack_rows``), ``position_ids`` restarting at 0 at each sample, and no ``attention_mask``: this is the model's
     padding-free convention, under which attention never crosses a sample boundary. The unused tail of a row is
-    ``<pad>`` filler with positions 0, 1, ... (a sequence of its own) and label -100.
+    ``<pad>`` filler with positions 0, 1, ... (a sequence of its own) and label -100. The batch also carries the
+    sequence boundaries, described here once for everything downstream (the model's attention, the trainer's token
+    and FLOP counts): ``cu_seq_lens_q``/``cu_seq_lens_k`` (int32 cumulative lengths over the flattened rows) and
+    ``max_length_q``/``max_length_k`` (int), as transformers' ``DataCollatorWithFlattening`` names them.
 
 Labels use -100 for ignored positions. MLM and GLM labels are per position (PLMForMaskedLM does not shift them);
 CLM labels are the input ids (PLMForCausalLM shifts them).
@@ -65,31 +69,46 @@ def token_budget_batches(lengths: list[int], token_budget: int) -> list[list[int
     return batches
 
 
-def pack_rows(lengths: list[int], row_length: int) -> list[list[int]]:
-    """Next-fit packing: the indices of the items in each row, in input order.
+class NextFitRows:
+    """Next-fit packing, one item at a time: an item that does not fit in the space left in the current row starts a
+    new row. The one packing rule: `pack_rows` packs a batch with it, and the pretraining batcher asks it how many
+    rows a batch would take before it takes one more sequence."""
 
-    Items are taken in order; an item that does not fit in the space left in the current row starts a new row.
-    Raises ValueError for an item longer than ``row_length``.
-    """
-    if row_length < 1:
-        raise ValueError(f"row_length must be a positive number of tokens, got {row_length}")
-    rows: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for index, length in enumerate(lengths):
-        if length > row_length:
+    def __init__(self, row_length: int):
+        if row_length < 1:
+            raise ValueError(f"row_length must be a positive number of tokens, got {row_length}")
+        self.row_length = row_length
+        self.rows: list[list[int]] = []
+        self.count = 0  # items placed
+        self._used = 0
+
+    def rows_with(self, length: int) -> int:
+        """How many rows there would be after adding an item of `length` tokens."""
+        starts_row = not self.rows or self._used + length > self.row_length
+        return len(self.rows) + starts_row
+
+    def add(self, length: int) -> None:
+        """Place the next item. Raises ValueError for an item longer than `row_length`."""
+        if length > self.row_length:
             raise ValueError(
-                f"Sample {index} has {length} tokens, more than the pack length {row_length}; crop it beforehand."
+                f"Sample {self.count} has {length} tokens, more than the pack length {self.row_length}; "
+                "crop it beforehand."
             )
-        if current and used + length > row_length:
-            rows.append(current)
-            current = []
-            used = 0
-        current.append(index)
-        used += length
-    if current:
-        rows.append(current)
-    return rows
+        if self.rows_with(length) > len(self.rows):
+            self.rows.append([])
+            self._used = 0
+        self.rows[-1].append(self.count)
+        self.count += 1
+        self._used += length
+
+
+def pack_rows(lengths: list[int], row_length: int) -> list[list[int]]:
+    """Next-fit packing (`NextFitRows`): the indices of the items in each row, in input order. Raises ValueError for
+    an item longer than ``row_length``."""
+    packer = NextFitRows(row_length)
+    for length in lengths:
+        packer.add(length)
+    return packer.rows
 
 
 def _check_pack_length(pack_length: int | None) -> None:
@@ -172,12 +191,17 @@ def _pad_samples(samples: list[Sample], pad_token_id: int) -> dict[str, torch.Te
 
 
 def _pack_samples(samples: list[Sample], pack_length: int, pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Rows of exactly pack_length tokens (next-fit); no attention_mask, positions restart at 0 at each sample."""
+    """Rows of exactly pack_length tokens (next-fit); no attention_mask, positions restart at 0 at each sample.
+
+    The sequence boundaries travel with the batch once, in transformers' convention (`DataCollatorWithFlattening`):
+    `cu_seq_lens_q`/`cu_seq_lens_k`, the cumulative sequence lengths over the flattened rows (int32, a row's filler
+    counted as a sequence of its own), and `max_length_q`/`max_length_k`, the longest."""
     rows = pack_rows([len(sample["input_ids"]) for sample in samples], pack_length)
     has_blocks = "block_position_ids" in samples[0]
     packed: dict[str, list[torch.Tensor]] = {"input_ids": [], "position_ids": [], "labels": []}
     if has_blocks:
         packed["block_position_ids"] = []
+    sequence_lengths: list[int] = []
     for members in rows:
         input_ids = [samples[index]["input_ids"] for index in members]
         labels = [samples[index]["labels"] for index in members]
@@ -193,12 +217,17 @@ def _pack_samples(samples: list[Sample], pack_length: int, pad_token_id: int) ->
             labels.append(torch.full((filler,), IGNORE_INDEX, dtype=torch.long))
             positions.append(torch.arange(filler))
             blocks.append(torch.zeros(filler, dtype=torch.long))
+        sequence_lengths += [len(ids) for ids in input_ids]
         packed["input_ids"].append(torch.cat(input_ids))
         packed["position_ids"].append(torch.cat(positions))
         packed["labels"].append(torch.cat(labels))
         if has_blocks:
             packed["block_position_ids"].append(torch.cat(blocks))
-    return {name: torch.stack(values).long() for name, values in packed.items()}
+    batch = {name: torch.stack(values).long() for name, values in packed.items()}
+    cu_seq_lens = torch.tensor([0, *sequence_lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = cu_seq_lens
+    batch["max_length_q"] = batch["max_length_k"] = max(sequence_lengths)
+    return batch
 
 
 def _assemble(samples: list[Sample], pack_length: int | None, pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -221,8 +250,8 @@ class MLMCollator:
     ``random_token_ratio``, and stays unchanged otherwise. Labels hold the original token at selected positions and
     -100 elsewhere (not shifted).
 
-    Returns ``input_ids``, ``attention_mask`` and ``labels`` (padded), or ``input_ids``, ``position_ids`` and
-    ``labels`` (packed, ``pack_length`` tokens per row).
+    Returns ``input_ids``, ``attention_mask`` and ``labels`` (padded), or ``input_ids``, ``position_ids``,
+    ``labels`` and the sequence boundaries (packed, ``pack_length`` tokens per row; see `_pack_samples`).
     """
 
     def __init__(
@@ -311,7 +340,7 @@ class GLMCollator:
 
     Spans and cuts are in residue coordinates: ``<bos>`` and ``<eos>`` are never cut. A sequence with fewer than 2
     residues falls back to ``"mlm"``. Returns ``input_ids``, ``position_ids``, ``block_position_ids`` and ``labels``,
-    plus ``attention_mask`` when padded.
+    plus ``attention_mask`` when padded or the sequence boundaries when packed (see `_pack_samples`).
     """
 
     def __init__(

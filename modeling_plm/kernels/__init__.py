@@ -13,13 +13,12 @@ Every path gives the results of the plain model (tests/test_kernels.py). A remot
 plain paths; `cpu_linear_kernel="onednn"` raises there.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 from transformers.cache_utils import Cache
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..modeling_plm import PLMMLP, PLMAttention, PLMLMHead, PLMPreTrainedModel
 from .cache import PLMCache, PLMCacheLayer
@@ -102,11 +101,10 @@ def generation_cache(model: nn.Module, generation_config) -> Cache | None:
     return None
 
 
-def packed_attention(sequence_ids: torch.Tensor, glm_block_position_ids: torch.Tensor | None) -> tuple[Callable, dict]:
-    """The attention function and its per-forward arguments for packed rows on SDPA (segments computed once)."""
-    return ALL_ATTENTION_FUNCTIONS[PACKED_SDPA], {
-        "segments": packed_sequence_segments(sequence_ids, glm_block_position_ids)
-    }
+def packed_attention(sequence_ids: torch.Tensor, glm_block_position_ids: torch.Tensor | None) -> tuple[str, dict]:
+    """The attention backend (its `AttentionInterface` name) and its per-forward arguments for packed rows on SDPA
+    (segments computed once per forward)."""
+    return PACKED_SDPA, {"segments": packed_sequence_segments(sequence_ids, glm_block_position_ids)}
 
 
 def install() -> None:

@@ -43,7 +43,7 @@ from ..data import (
     load_clusters,
     read_id_list,
 )
-from ..data.collators import GLMCollator, build_collator, pack_rows
+from ..data.collators import GLMCollator, NextFitRows, build_collator
 from ..modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
 from ..tokenization_plm import PLMTokenizerFast
 from .config import RunConfig, expand_data_path
@@ -155,19 +155,17 @@ def predicted_targets(labels: torch.Tensor, objective: str) -> torch.Tensor:
 
 
 def batch_sequence_lengths(batch: dict[str, torch.Tensor], pad_token_id: int) -> tuple[list[int], list[int] | None]:
-    """Real-token length of every sequence in a padded or packed batch, and GLM context lengths when present."""
+    """Real-token length of every sequence in a padded or packed batch, and GLM context lengths when present. Packed
+    batches carry their sequence boundaries (`cu_seq_lens_q`, from the collator); they are read, never recomputed."""
     real = batch["input_ids"] != pad_token_id
     if "attention_mask" in batch:
         real &= batch["attention_mask"].bool()
         sequence_ids = torch.arange(len(real))[:, None].expand_as(real)  # one sequence per row
-    elif "cu_seq_lens_q" in batch:  # packed rows with their metadata: boundaries over the flattened rows
+    elif "cu_seq_lens_q" in batch:
         boundaries = batch["cu_seq_lens_q"][1:].to(real.device)
         sequence_ids = torch.bucketize(torch.arange(real.numel()), boundaries, right=True).view_as(real)
-    else:  # packed rows without metadata: a sequence starts where its position restarts at 0 (outside GLM spans)
-        starts = batch["position_ids"] == 0
-        if "block_position_ids" in batch:
-            starts &= batch["block_position_ids"] == 0
-        sequence_ids = starts.flatten().long().cumsum(0).view_as(starts)
+    else:
+        raise ValueError("a batch needs an attention_mask (padded) or cu_seq_lens_q (packed, as the collators emit)")
     ids = sequence_ids[real]
     lengths = torch.bincount(ids)
     contexts = None
@@ -210,13 +208,13 @@ class Batcher:
             while len(sequences) < self.config.batch_size and (sequence := self._next_sequence()) is not None:
                 sequences.append(sequence)
         else:
-            lengths: list[int] = []
+            rows = NextFitRows(self.config.pack_length)  # the collator's packing rule, asked before it packs
             while (sequence := self._next_sequence()) is not None:
-                lengths.append(self.sample_length(sequence))
-                if len(pack_rows(lengths, self.config.pack_length)) > self.config.batch_size:
+                length = self.sample_length(sequence)
+                if rows.rows_with(length) > self.config.batch_size:
                     self._lookahead.append(sequence)
-                    lengths.pop()
                     break
+                rows.add(length)
                 sequences.append(sequence)
         self.placed += len(sequences)
         return sequences
@@ -360,7 +358,9 @@ class PhaseRunner:
         return len(sequence) + 2
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {key: value.to(self.accelerator.device) for key, value in batch.items()}
+        return {
+            key: value.to(self.accelerator.device) if torch.is_tensor(value) else value for key, value in batch.items()
+        }
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
