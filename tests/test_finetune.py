@@ -7,8 +7,11 @@ import gzip
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +168,35 @@ def test_regression_head_saves_in_label_units(base_model, tmp_path, gb1_rows):
     assert record["best_valid"]["mse"] != pytest.approx(record["best_valid"]["loss"], rel=1e-3)  # the units differ
 
 
+@pytest.mark.parametrize("task", ["sequence-regression", "token-classification"])
+def test_gradient_accumulation_makes_the_step_of_one_larger_batch(tmp_path, gb1_rows, task):
+    """The training loop accumulates exactly: windows of 2 micro-batches of 4 take the steps that batches of 8 take
+    (the same examples, no dropout), for the per-batch mean loss of sequence heads and for the per-residue loss over
+    the window's labels. Every logged loss after the first depends on the updates before it."""
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    PLMForMaskedLM(config_from_preset("tiny", hidden_dropout=0.0, attention_dropout=0.0)).save_pretrained(base)
+    PLMTokenizerFast().save_pretrained(base)
+    common = dict(method="full", epochs=1, group_by_length=False, early_stopping_patience=0, log_steps=1)
+    if task == "token-classification":
+        settings = dict(max_train_samples=32, learning_rate=5e-3, **common)
+        make = partial(ss_config, str(base), tmp_path, **settings)
+    else:
+        rows = [r for r in gb1_rows if r["set"] == "train"][:96]  # 72 train rows: whole batches of 8
+        path = write_csv(tmp_path / "gb1.csv", rows, list(gb1_rows[0]))
+        settings = dict(train_file=str(path), split_column="set", valid_fraction=0.25, learning_rate=1e-3, **common)
+        make = partial(FinetuneConfig, model=str(base), **settings)
+    one = finetune(make(batch_size=8, gradient_accumulation_steps=1, output_dir=str(tmp_path / "one")))
+    two = finetune(make(batch_size=4, gradient_accumulation_steps=2, output_dir=str(tmp_path / "two")))
+
+    def losses(output: Path) -> list[float]:
+        return [m["loss"] for m in read_metrics(output) if "loss" in m]
+
+    assert len(losses(one)) == len(losses(two)) > 2
+    assert losses(one)[0] != losses(one)[-1]
+    np.testing.assert_allclose(losses(two), losses(one), rtol=2e-5)
+
+
 def test_full_fine_tuning_of_a_classifier_from_fasta(base_model, tmp_path, gb1_rows):
     # GB1 variants labelled fit/unfit, written as FASTA with the label and split in the header.
     rows = [r for r in gb1_rows if r["set"] == "train"][:60] + [r for r in gb1_rows if r["set"] == "test"][:20]
@@ -241,10 +273,8 @@ def test_transformers_trainer_runs_a_lora_model(base_model, tmp_path):
         assert torch.equal(reloaded(**batch).logits, expected)
 
 
-def test_torchrun_two_processes_shard_the_batches_evenly(base_model, tmp_path):
-    """DDP on CPU: each process takes half of the (length-grouped) batches, the same number of steps, and they agree
-    on early stopping and the best checkpoint."""
-    output = tmp_path / "ddp"
+def ss_flags(base_model: str, output: Path, **overrides) -> list[str]:
+    """`plm finetune` flags for a small per-residue run on the secondary-structure data."""
     flags = {
         "--model": base_model,
         "--task": "token-classification",
@@ -255,14 +285,21 @@ def test_torchrun_two_processes_shard_the_batches_evenly(base_model, tmp_path):
         "--validation-column": "VALIDATION",
         "--max-train-samples": 40,
         "--max-valid-samples": 8,
-        "--max-test-samples": 8,
         "--max-length": 128,
         "--batch-size": 8,
-        "--epochs": 2,
         "--output-dir": output,
+        **overrides,
     }
+    return [str(x) for item in flags.items() for x in item]
+
+
+def test_torchrun_two_processes_shard_the_batches_evenly(base_model, tmp_path):
+    """DDP on CPU: each process takes half of the (length-grouped) batches, the same number of steps, and they agree
+    on early stopping and the best checkpoint."""
+    output = tmp_path / "ddp"
+    flags = ss_flags(base_model, output, **{"--max-test-samples": 8, "--epochs": 2})
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547"]
-    command += [str(REPO / "training" / "finetune.py")] + [str(x) for item in flags.items() for x in item]
+    command += [str(REPO / "training" / "finetune.py")] + flags
     completed = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
@@ -274,6 +311,28 @@ def test_torchrun_two_processes_shard_the_batches_evenly(base_model, tmp_path):
     assert record["steps"] == 2 * math.ceil(math.ceil(inputs / 8) / 2)
     evaluations = [m["step"] for m in read_metrics(output) if "valid_accuracy" in m]
     assert evaluations == [0, record["steps"] // 2, record["steps"]]  # once per epoch, at the same steps
+
+
+def test_sigterm_saves_the_best_model_so_far_and_exits_cleanly(base_model, tmp_path):
+    """The training loop's SIGTERM handling, for fine-tuning: the step finishes, the best weights so far are saved
+    with status "interrupted", the process exits 0 and the folder loads."""
+    output = tmp_path / "preempted"
+    long_run = {"--epochs": 100000, "--eval-steps": 2, "--log-steps": 1, "--early-stopping-patience": 0}
+    flags = ss_flags(base_model, output, **long_run)
+    command = [sys.executable, str(REPO / "training" / "finetune.py")] + flags
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (
+        (output / "metrics.jsonl").exists() and sum("valid_" in line for line in open(output / "metrics.jsonl")) >= 2
+    ):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    printed = process.communicate(timeout=120)[0]
+    assert process.returncode == 0, printed[-3000:]
+    assert "SIGTERM: saved the best model so far" in printed
+    record = read_record(output)
+    assert record["status"] == "interrupted" and record["best_step"] >= 0
+    assert isinstance(load_finetuned(output), PeftModel)
 
 
 def test_bad_csv_input_names_the_row_and_column(base_model, tmp_path, gb1_rows):

@@ -103,8 +103,7 @@ def load_finetune_config(argv: list[str] | None = None):
     """A `FinetuneConfig`: the YAML file's values first, then the flags that were given."""
     from ..data.residues import INVALID_RESIDUE_POLICIES
     from ..training.arguments import config_parser, parse_config
-    from ..training.config import LR_SCHEDULES
-    from ..training.finetune import METHODS, TASKS, FinetuneConfig
+    from ..training.config import LR_SCHEDULES, METHODS, TASKS, FinetuneConfig
 
     choices = {
         "task": TASKS,

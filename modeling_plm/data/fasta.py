@@ -1,4 +1,5 @@
-"""Reading protein sequences: a streaming FASTA / FASTA.gz reader, id lists, and where the shared data sets are."""
+"""Reading protein sequences: a streaming FASTA / FASTA.gz reader, id lists, the format of a sequence file (FASTA or
+CSV/TSV), and where the shared data sets are."""
 
 import gzip
 import os
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 DATA_DIR_ENV = "PLM_DATA_DIR"
+CSV_SUFFIXES = (".csv", ".tsv")
+FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas")
 
 
 class FastaRecord(NamedTuple):
@@ -83,3 +86,15 @@ def read_id_list(path: str | os.PathLike) -> set[str]:
                 continue
             ids.add(parts[0])
     return ids
+
+
+def file_format(path: str | os.PathLike) -> str:
+    """ "csv" or "fasta", from the file name (a trailing .gz is allowed)."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(FASTA_SUFFIXES):
+        return "fasta"
+    raise ValueError(
+        f"{path}: cannot tell the format from the name; use {'/'.join(CSV_SUFFIXES + FASTA_SUFFIXES)} (optionally .gz)"
+    )

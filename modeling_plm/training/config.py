@@ -1,13 +1,17 @@
-"""The fields every training run has: pretraining (`PretrainConfig`) and fine-tuning (`FinetuneConfig`) extend
-`RunConfig`, and redeclare a field where their default differs."""
+"""The settings of training runs: `RunConfig`, the fields every run has, and the fine-tuning run's `FinetuneConfig`.
+Pretraining's `PretrainConfig` (in `training.trainer`) and `FinetuneConfig` extend `RunConfig`, and redeclare a field
+where their default differs."""
 
 import os
 from dataclasses import dataclass
 
-from ..data.fasta import DATA_DIR_ENV, find_data_dir
+from ..data.fasta import DATA_DIR_ENV, file_format, find_data_dir
 from ..data.residues import check_residue_policy
+from .metrics import TASK_METRICS
 
 LR_SCHEDULES = ("cosine", "wsd", "constant")
+TASKS = ("sequence-regression", "sequence-classification", "token-classification")
+METHODS = ("lora", "full")
 
 
 @dataclass
@@ -51,3 +55,116 @@ def expand_data_path(spec: str) -> str:
             raise FileNotFoundError(f"{spec}: set {DATA_DIR_ENV} to the shared data folder")
         spec = spec.replace("${PLM_DATA_DIR}", str(data_dir)).replace("$PLM_DATA_DIR", str(data_dir))
     return os.path.expanduser(spec)
+
+
+@dataclass
+class FinetuneConfig(RunConfig):
+    """Every knob of a fine-tuning run: `RunConfig`'s (with the defaults below) and these. YAML files and `--flags`
+    set them (flags win)."""
+
+    # RunConfig's fields whose fine-tuning default differs
+    valid_fraction: float = 0.0
+    invalid_residues: str = "error"
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    min_lr_ratio: float = 0.0
+    adam_beta2: float = 0.999
+    eval_steps: int = 0
+    output_dir: str = "runs/finetune"
+
+    # Model
+    model: str = ""
+    task: str = "sequence-regression"
+    method: str = "lora"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: str = "attention"
+    pooling: str | None = None
+    # Data
+    train_file: str = ""
+    valid_file: str | None = None
+    test_file: str | None = None
+    sequence_column: str = "sequence"
+    label_column: str = "target"
+    split_column: str | None = None
+    validation_column: str | None = None
+    mask_column: str | None = None
+    labels_fasta: str | None = None
+    mask_fasta: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    max_train_samples: int | None = None
+    max_valid_samples: int | None = None
+    max_test_samples: int | None = None
+    max_length: int | None = None
+    # Optimisation (the schedule is the pretraining trainer's `learning_rate_factor`)
+    epochs: int = 10
+    group_by_length: bool = True
+    learning_rate: float | None = None
+    head_learning_rate: float | None = None
+    normalize_targets: bool = True
+    standardize_pooled: bool = True
+    # Evaluation and early stopping
+    eval_token_budget: int = 16384
+    metric_for_best: str | None = None
+    early_stopping_patience: int = 3
+    # Bookkeeping
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        self.validate_shared()
+        if not self.model:
+            raise ValueError("no base model: pass --model PATH (a modeling_plm checkpoint folder)")
+        if not self.train_file:
+            raise ValueError("no training data: pass --train-file PATH (CSV/TSV or FASTA, optionally .gz)")
+        for name, value, allowed in (
+            ("task", self.task, TASKS),
+            ("method", self.method, METHODS),
+            ("lora_targets", self.lora_targets, ("attention", "all-linear")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.invalid_residues == "drop" and self.task == "token-classification":
+            raise ValueError("invalid_residues='drop' would shift per-residue labels: use error, skip or X")
+        if self.pooling is not None and self.task == "token-classification":
+            raise ValueError("--pooling applies to sequence tasks only")
+        per_residue = self.task == "token-classification"
+        if (self.mask_fasta or self.mask_column) and not per_residue:
+            raise ValueError("--mask-fasta / --mask-column apply to token-classification only")
+        if self.labels_fasta and not per_residue:
+            raise ValueError("--labels-fasta applies to token-classification only (sequence labels: --label-column)")
+        if per_residue:
+            for path in (self.train_file, self.valid_file, self.test_file):
+                if path and file_format(path) == "fasta" and not self.labels_fasta:
+                    raise ValueError(
+                        f"{path}: token-classification from FASTA needs --labels-fasta (per-residue labels by id)"
+                    )
+        metrics = TASK_METRICS[self.task]
+        if self.metric_for_best is not None and self.metric_for_best not in metrics:
+            raise ValueError(f"metric_for_best for {self.task} must be one of {metrics}, got {self.metric_for_best!r}")
+        if not 0 <= self.valid_fraction < 1:
+            raise ValueError("valid_fraction must be in [0, 1)")
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "eval_token_budget", "log_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.eval_steps < 0 or self.early_stopping_patience < 0:
+            raise ValueError("eval_steps and early_stopping_patience must be >= 0")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError("max_length must be at least 1 residue")
+
+    def resolve_paths(self) -> None:
+        """Expand `${PLM_DATA_DIR}` and `~` in the file paths (as the pretraining configs do)."""
+        for name in ("model", "train_file", "valid_file", "test_file", "labels_fasta", "mask_fasta", "output_dir"):
+            if getattr(self, name):
+                setattr(self, name, expand_data_path(getattr(self, name)))
+
+    @property
+    def best_metric(self) -> str:
+        return self.metric_for_best or TASK_METRICS[self.task][0]
+
+    @property
+    def peak_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-3 if self.method == "lora" else 1e-4

@@ -3,16 +3,15 @@ per-residue classification, from CSV or FASTA.
 
 The pieces are plain functions, usable on their own:
 
-- reading data: `load_data` (CSV columns or FASTA header `key=value` fields; per-residue labels from a label FASTA
-  aligned by id, or a CSV column of one label per residue; an optional 0/1 mask). Bad input raises `ValueError` naming
-  the file, the row (1-based CSV line or FASTA record, with its id) and the column, position and character;
-- encoding: `encode_examples` gives `{"input_ids", "labels"}` rows that transformers' `DataCollatorWithPadding` /
-  `DataCollatorForTokenClassification` and `Trainer` accept as they are (`collate` is this module's own padding);
-- the model: `build_model` (the base checkpoint with a new head, wrapped by `peft.get_peft_model` for LoRA);
-- metrics: `compute_metrics` (Spearman for regression, accuracy and macro-F1 for classification, per residue for
-  per-residue tasks), `trainer_compute_metrics` for `Trainer`;
-- the loop: `finetune(FinetuneConfig)` with early stopping on the validation metric and the best weights kept;
-- loading: `load_finetuned(path)` returns the ready model from a LoRA adapter folder or a full checkpoint, and
+- the settings: `FinetuneConfig` (in `training.config`, beside the fields every run shares);
+- the data: `training.finetune_data` reads, splits and encodes the labelled files (`load_data`, `encode_examples`, whose
+  `{"input_ids", "labels"}` rows transformers' `DataCollatorWithPadding` / `DataCollatorForTokenClassification` and
+  `Trainer` accept as they are; `collate` is its own padding);
+- the metrics: `training.metrics` (Spearman for regression, accuracy and macro-F1 for classification, per residue for
+  per-residue tasks; `trainer_compute_metrics` for `Trainer`);
+- the model, here: `build_model` (the base checkpoint with a new head, wrapped by `peft.get_peft_model` for LoRA);
+- the loop, here: `finetune(FinetuneConfig)` with early stopping on the validation metric and the best weights kept;
+- loading, here: `load_finetuned(path)` returns the ready model from a LoRA adapter folder or a full checkpoint, and
   `predict` runs it.
 
 While training, regression targets are standardised with the training mean and deviation, and the pooled features
@@ -22,17 +21,13 @@ inputs and predicts in the units of the labels.
 """
 
 import contextlib
-import csv
 import dataclasses
 import json
-import logging
 import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,692 +36,46 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data.collators import token_budget_batches
-from ..data.fasta import open_text, read_fasta
-from ..data.residues import apply_residue_policy, invalid_character_pattern
 from ..inference.context import context_residues
 from ..modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
-from .config import RunConfig, expand_data_path
+from .config import METHODS, TASKS, FinetuneConfig
+from .finetune_data import (
+    SPLITS,
+    Example,
+    FinetuneData,
+    LengthGroupedBatches,
+    clean_sequence,
+    collate,
+    encode_examples,
+    header_fields,
+    load_data,
+    parse_label,
+    read_csv_examples,
+    read_fasta_by_id,
+    read_fasta_examples,
+)
+from .loop import TrainingLoop, Window
 from .lora import default_lora_config
+from .metrics import (
+    LOWER_IS_BETTER,
+    TASK_METRICS,
+    compute_metrics,
+    is_better,
+    macro_f1,
+    spearman,
+    trainer_compute_metrics,
+)
 from .trainer import _parameter_groups, learning_rate_factor
 
-logger = logging.getLogger("modeling_plm.training.finetune")
-
-TASKS = ("sequence-regression", "sequence-classification", "token-classification")
-METHODS = ("lora", "full")
 MODEL_CLASSES = {
     "sequence-regression": PLMForSequenceClassification,
     "sequence-classification": PLMForSequenceClassification,
     "token-classification": PLMForTokenClassification,
 }
-# Metrics each task reports on validation and test; the first is the default for early stopping.
-TASK_METRICS = {
-    "sequence-regression": ("spearman", "pearson", "mse", "loss"),
-    "sequence-classification": ("accuracy", "macro_f1", "loss"),
-    "token-classification": ("accuracy", "macro_f1", "loss"),
-}
-LOWER_IS_BETTER = {"mse", "loss"}
 RECORD_FILE = "finetune_record.json"
-CSV_SUFFIXES = (".csv", ".tsv")
-FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas")
-TRUE_VALUES = {"true", "1", "yes", "y", "t"}
-FALSE_VALUES = {"false", "0", "no", "n", "f", ""}
-SPLITS = ("train", "valid", "test")
-
-
-@dataclass
-class FinetuneConfig(RunConfig):
-    """Every knob of a fine-tuning run: `RunConfig`'s (with the defaults below) and these. YAML files and `--flags`
-    set them (flags win)."""
-
-    # RunConfig's fields whose fine-tuning default differs
-    valid_fraction: float = 0.0
-    invalid_residues: str = "error"
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    min_lr_ratio: float = 0.0
-    adam_beta2: float = 0.999
-    eval_steps: int = 0
-    output_dir: str = "runs/finetune"
-
-    # Model
-    model: str = ""
-    task: str = "sequence-regression"
-    method: str = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: str = "attention"
-    pooling: str | None = None
-    # Data
-    train_file: str = ""
-    valid_file: str | None = None
-    test_file: str | None = None
-    sequence_column: str = "sequence"
-    label_column: str = "target"
-    split_column: str | None = None
-    validation_column: str | None = None
-    mask_column: str | None = None
-    labels_fasta: str | None = None
-    mask_fasta: str | None = None
-    train_split: str = "train"
-    test_split: str = "test"
-    max_train_samples: int | None = None
-    max_valid_samples: int | None = None
-    max_test_samples: int | None = None
-    max_length: int | None = None
-    # Optimisation (the schedule is the pretraining trainer's `learning_rate_factor`)
-    epochs: int = 10
-    group_by_length: bool = True
-    learning_rate: float | None = None
-    head_learning_rate: float | None = None
-    normalize_targets: bool = True
-    standardize_pooled: bool = True
-    # Evaluation and early stopping
-    eval_token_budget: int = 16384
-    metric_for_best: str | None = None
-    early_stopping_patience: int = 3
-    # Bookkeeping
-    overwrite: bool = False
-
-    def validate(self) -> None:
-        self.validate_shared()
-        if not self.model:
-            raise ValueError("no base model: pass --model PATH (a modeling_plm checkpoint folder)")
-        if not self.train_file:
-            raise ValueError("no training data: pass --train-file PATH (CSV/TSV or FASTA, optionally .gz)")
-        for name, value, allowed in (
-            ("task", self.task, TASKS),
-            ("method", self.method, METHODS),
-            ("lora_targets", self.lora_targets, ("attention", "all-linear")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if self.invalid_residues == "drop" and self.task == "token-classification":
-            raise ValueError("invalid_residues='drop' would shift per-residue labels: use error, skip or X")
-        if self.pooling is not None and self.task == "token-classification":
-            raise ValueError("--pooling applies to sequence tasks only")
-        per_residue = self.task == "token-classification"
-        if (self.mask_fasta or self.mask_column) and not per_residue:
-            raise ValueError("--mask-fasta / --mask-column apply to token-classification only")
-        if self.labels_fasta and not per_residue:
-            raise ValueError("--labels-fasta applies to token-classification only (sequence labels: --label-column)")
-        if per_residue:
-            for path in (self.train_file, self.valid_file, self.test_file):
-                if path and file_format(path) == "fasta" and not self.labels_fasta:
-                    raise ValueError(
-                        f"{path}: token-classification from FASTA needs --labels-fasta (per-residue labels by id)"
-                    )
-        metrics = TASK_METRICS[self.task]
-        if self.metric_for_best is not None and self.metric_for_best not in metrics:
-            raise ValueError(f"metric_for_best for {self.task} must be one of {metrics}, got {self.metric_for_best!r}")
-        if not 0 <= self.valid_fraction < 1:
-            raise ValueError("valid_fraction must be in [0, 1)")
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "eval_token_budget", "log_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.eval_steps < 0 or self.early_stopping_patience < 0:
-            raise ValueError("eval_steps and early_stopping_patience must be >= 0")
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError("max_length must be at least 1 residue")
-
-    def resolve_paths(self) -> None:
-        """Expand `${PLM_DATA_DIR}` and `~` in the file paths (as the pretraining configs do)."""
-        for name in ("model", "train_file", "valid_file", "test_file", "labels_fasta", "mask_fasta", "output_dir"):
-            if getattr(self, name):
-                setattr(self, name, expand_data_path(getattr(self, name)))
-
-    @property
-    def best_metric(self) -> str:
-        return self.metric_for_best or TASK_METRICS[self.task][0]
-
-    @property
-    def peak_learning_rate(self) -> float:
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 1e-3 if self.method == "lora" else 1e-4
-
-
-# ---- reading data -------------------------------------------------------------------------------------------------
-@dataclass
-class Example:
-    """One labelled sequence. `label`: a float (regression), a class name (classification) or one label character
-    per residue (token classification); `mask`: one 0/1 character per residue (0 = ignored), or None."""
-
-    sequence: str
-    label: Any
-    where: str
-    mask: str | None = None
-
-
-@dataclass
-class FinetuneData:
-    task: str
-    train: list[Example]
-    valid: list[Example]
-    test: list[Example]
-    label_names: list[str] | None
-    stats: dict[str, Any]
-
-
-def file_format(path: str | os.PathLike) -> str:
-    """ "csv" or "fasta", from the file name (a trailing .gz is allowed)."""
-    name = Path(path).name.lower().removesuffix(".gz")
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    if name.endswith(FASTA_SUFFIXES):
-        return "fasta"
-    raise ValueError(
-        f"{path}: cannot tell the format from the name; use {'/'.join(CSV_SUFFIXES + FASTA_SUFFIXES)} (optionally .gz)"
-    )
-
-
-def header_fields(description: str) -> dict[str, str]:
-    """`key=value` words of a FASTA header after the id (`>1es5-A SET=train VALIDATION=False`)."""
-    fields = {}
-    for word in description.split()[1:]:
-        key, sep, value = word.partition("=")
-        if sep:
-            fields[key] = value
-    return fields
-
-
-def clean_sequence(text: str | None, where: str, invalid: re.Pattern[str], policy: str) -> str | None:
-    """Upper-case, whitespace removed, then the `invalid_residues` policy (`data.residues`): None when "skip"
-    leaves the example out."""
-    sequence = "".join((text or "").split()).upper()
-    if not sequence:
-        raise ValueError(f"{where}: empty sequence")
-    try:
-        return apply_residue_policy(sequence, policy, invalid, where)
-    except ValueError as error:  # name the flag too: most runs come from `plm finetune`
-        raise ValueError(f"{error} On the command line: --invalid-residues X (or skip, drop).") from None
-
-
-def _log_skipped(path: str | os.PathLike, skipped: int) -> None:
-    if skipped:
-        logger.warning("%s: left out %d sequences with invalid residues (invalid_residues='skip')", path, skipped)
-
-
-def parse_label(value: str | None, task: str, where: str) -> Any:
-    text = (value or "").strip()
-    if task == "sequence-regression":
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(f"{where}: label {text!r} is not a number ({task} needs numeric labels)") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{where}: label {text!r} is not a finite number")
-        return number
-    if task == "token-classification":
-        text = "".join(text.split())
-    if not text:
-        raise ValueError(f"{where}: empty label")
-    return text
-
-
-def _flag(value: str | None, where: str) -> bool:
-    text = (value or "").strip().lower()
-    if text in TRUE_VALUES:
-        return True
-    if text in FALSE_VALUES:
-        return False
-    raise ValueError(f"{where}: {value!r} is not a boolean (expected True/False, 1/0, yes/no or empty)")
-
-
-def _split_of(split_value: str | None, validation_value: str | None, where: str, config: FinetuneConfig) -> str:
-    split = "train"
-    if config.split_column is not None:
-        value = (split_value or "").strip()
-        if value == config.test_split:
-            return "test"
-        if value != config.train_split:
-            raise ValueError(
-                f"{where}, column {config.split_column!r}: split {value!r} is neither {config.train_split!r} "
-                f"(--train-split) nor {config.test_split!r} (--test-split)"
-            )
-    if config.validation_column is not None:
-        if _flag(validation_value, f"{where}, column {config.validation_column!r}"):
-            split = "valid"
-    return split
-
-
-def _check_per_residue(example: Example, label_where: str) -> None:
-    if len(example.label) != len(example.sequence):
-        raise ValueError(
-            f"{label_where}: {len(example.label)} labels for a sequence of {len(example.sequence)} residues "
-            f"({example.where})"
-        )
-    if example.mask is not None:
-        if len(example.mask) != len(example.sequence):
-            raise ValueError(
-                f"{example.where}: the mask has {len(example.mask)} characters for {len(example.sequence)} residues"
-            )
-        bad = re.search("[^01]", example.mask)
-        if bad is not None:
-            raise ValueError(
-                f"{example.where}: mask character {bad.group()!r} at position {bad.start() + 1}; expected 0 or 1"
-            )
-
-
-def read_csv_examples(
-    path: str | os.PathLike, config: FinetuneConfig, valid_residues: str, use_splits: bool = True
-) -> list[tuple[str, Example]]:
-    """(split, example) for every row of a CSV/TSV. Split from `--split-column` / `--validation-column` when
-    `use_splits`; otherwise every row is "train" (the caller reassigns separate valid/test files)."""
-    pattern, skipped = invalid_character_pattern(valid_residues), 0
-    delimiter = "\t" if Path(path).name.lower().removesuffix(".gz").endswith(".tsv") else ","
-    columns = {"--sequence-column": config.sequence_column, "--label-column": config.label_column}
-    if use_splits:
-        columns.update({"--split-column": config.split_column, "--validation-column": config.validation_column})
-    if config.task == "token-classification":
-        columns["--mask-column"] = config.mask_column
-    rows: list[tuple[str, Example]] = []
-    with open_text(Path(path)) as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        header = reader.fieldnames or []
-        if not header:
-            raise ValueError(f"{path}: empty file (no header line)")
-        for flag, column in columns.items():
-            if column is not None and column not in header:
-                raise ValueError(
-                    f"{path}: line 1 (header): no column {column!r} (set by {flag}); the columns are "
-                    + ", ".join(repr(name) for name in header)
-                )
-        for row in reader:
-            where = f"{path}, line {reader.line_num}"
-            if None in row.values():
-                missing = [name for name, value in row.items() if value is None]
-                raise ValueError(f"{where}: the row has fewer fields than the header (no value for {missing[0]!r})")
-            sequence = clean_sequence(
-                row[config.sequence_column],
-                f"{where}, column {config.sequence_column!r}",
-                pattern,
-                config.invalid_residues,
-            )
-            if sequence is None:
-                skipped += 1
-                continue
-            label = parse_label(row[config.label_column], config.task, f"{where}, column {config.label_column!r}")
-            mask = None
-            if config.mask_column is not None and config.task == "token-classification":
-                mask = "".join(row[config.mask_column].split())
-            example = Example(sequence, label, where, mask)
-            if config.task == "token-classification":
-                _check_per_residue(example, f"{where}, column {config.label_column!r}")
-            split = "train"
-            if use_splits:
-                split = _split_of(
-                    row.get(config.split_column or ""), row.get(config.validation_column or ""), where, config
-                )
-            rows.append((split, example))
-    _log_skipped(path, skipped)
-    return rows
-
-
-def read_fasta_by_id(path: str | os.PathLike) -> dict[str, tuple[str, str, dict[str, str]]]:
-    """id -> (where, sequence-like text, header fields) of a FASTA of per-residue labels or masks."""
-    records: dict[str, tuple[str, str, dict[str, str]]] = {}
-    for index, record in enumerate(read_fasta(path), start=1):
-        where = f"{path}, record {index} (id {record.id})"
-        if record.id in records:
-            raise ValueError(f"{where}: duplicate id (first at {records[record.id][0]})")
-        records[record.id] = (where, record.sequence, header_fields(record.description))
-    return records
-
-
-def read_fasta_examples(
-    path: str | os.PathLike,
-    config: FinetuneConfig,
-    valid_residues: str,
-    labels_by_id: dict | None,
-    masks_by_id: dict | None,
-    use_splits: bool = True,
-) -> list[tuple[str, Example]]:
-    """(split, example) for every record of a FASTA. Sequence labels and splits come from header `key=value` fields
-    (`--label-column`, `--split-column`, `--validation-column` name the keys); per-residue labels from the label
-    FASTA record of the same id, whose header fields are also read."""
-    pattern, skipped = invalid_character_pattern(valid_residues), 0
-    rows: list[tuple[str, Example]] = []
-    for index, record in enumerate(read_fasta(path), start=1):
-        where = f"{path}, record {index} (id {record.id})"
-        fields = header_fields(record.description)
-        sequence = clean_sequence(record.sequence, where, pattern, config.invalid_residues)
-        if sequence is None:
-            skipped += 1
-            continue
-        if config.task == "token-classification":
-            if record.id not in labels_by_id:
-                raise ValueError(f"{where}: no record with this id in the labels FASTA {config.labels_fasta}")
-            label_where, label_text, label_fields = labels_by_id[record.id]
-            fields = {**fields, **label_fields}
-            mask = None
-            if masks_by_id is not None:
-                if record.id not in masks_by_id:
-                    raise ValueError(f"{where}: no record with this id in the mask FASTA {config.mask_fasta}")
-                mask = masks_by_id[record.id][1]
-            example = Example(sequence, parse_label(label_text, config.task, label_where), where, mask)
-            _check_per_residue(example, label_where)
-        else:
-            if config.label_column not in fields:
-                raise ValueError(f"{where}: no {config.label_column}=VALUE in the header (--label-column)")
-            label = parse_label(fields[config.label_column], config.task, f"{where}, key {config.label_column!r}")
-            example = Example(sequence, label, where)
-        split = "train"
-        if use_splits:
-            for key in (config.split_column, config.validation_column):
-                if key is not None and key not in fields:
-                    raise ValueError(f"{where}: no {key}=VALUE in the header")
-            split = _split_of(
-                fields.get(config.split_column or ""), fields.get(config.validation_column or ""), where, config
-            )
-        rows.append((split, example))
-    _log_skipped(path, skipped)
-    return rows
-
-
-def _read_file(path: str, config: FinetuneConfig, valid_residues: str, side: dict, use_splits: bool):
-    if file_format(path) == "csv":
-        return read_csv_examples(path, config, valid_residues, use_splits)
-    return read_fasta_examples(
-        path,
-        config,
-        valid_residues=valid_residues,
-        labels_by_id=side.get("labels"),
-        masks_by_id=side.get("masks"),
-        use_splits=use_splits,
-    )
-
-
-def _subsample(examples: list[Example], limit: int | None, seed: int, name: str) -> list[Example]:
-    if limit is None or len(examples) <= limit:
-        return examples
-    rng = np.random.default_rng([seed, SPLITS.index(name)])
-    keep = np.sort(rng.choice(len(examples), size=limit, replace=False))  # file order kept
-    return [examples[i] for i in keep]
-
-
-def _fit_length(examples: list[Example], task: str, max_length: int) -> tuple[list[Example], int]:
-    """Per-residue tasks: cut longer sequences into consecutive chunks of at most `max_length` residues (every residue
-    is still trained and scored). Sequence tasks: keep the first `max_length` residues. Returns the count changed."""
-    fitted, changed = [], 0
-    for example in examples:
-        length = len(example.sequence)
-        if length <= max_length:
-            fitted.append(example)
-            continue
-        changed += 1
-        if task != "token-classification":
-            fitted.append(dataclasses.replace(example, sequence=example.sequence[:max_length]))
-            continue
-        for start in range(0, length, max_length):
-            end = min(length, start + max_length)
-            fitted.append(
-                Example(
-                    example.sequence[start:end],
-                    example.label[start:end],
-                    f"{example.where}, residues {start + 1}-{end}",
-                    example.mask[start:end] if example.mask is not None else None,
-                )
-            )
-    return fitted, changed
-
-
-def _check_labels(examples: list[Example], label_names: list[str], task: str) -> None:
-    known = set(label_names)
-    for example in examples:
-        if task == "sequence-classification":
-            if example.label not in known:
-                raise ValueError(f"{example.where}: label {example.label!r} does not occur in the training split")
-            continue
-        for position, (label, keep) in enumerate(zip(example.label, example.mask or "1" * len(example.label))):
-            if keep == "1" and label not in known:
-                raise ValueError(
-                    f"{example.where}: label {label!r} at position {position + 1} does not occur in the training split"
-                )
-
-
-def load_data(config: FinetuneConfig, valid_residues: str, context_residues: int | None = None) -> FinetuneData:
-    """Read, split, subsample, fit to the length limit and check every example; classification label names come from
-    the training split (sorted)."""
-    side: dict[str, Any] = {}
-    if config.task == "token-classification":
-        if config.labels_fasta:
-            side["labels"] = read_fasta_by_id(config.labels_fasta)
-        if config.mask_fasta:
-            side["masks"] = read_fasta_by_id(config.mask_fasta)
-    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
-    for split, example in _read_file(config.train_file, config, valid_residues, side, use_splits=True):
-        splits[split].append(example)
-    for name, path in (("valid", config.valid_file), ("test", config.test_file)):
-        if path:
-            splits[name].extend(
-                example
-                for _, example in _read_file(path, config, valid_residues=valid_residues, side=side, use_splits=False)
-            )
-    stats: dict[str, Any] = {"read": {name: len(examples) for name, examples in splits.items()}}
-    if not splits["train"]:
-        raise ValueError(f"{config.train_file}: no training rows (split value {config.train_split!r})")
-    if not splits["valid"]:
-        if config.valid_fraction <= 0:
-            raise ValueError(
-                "no validation rows: pass --valid-file, --validation-column (rows of the training split marked for "
-                "validation) or --valid-fraction"
-            )
-        rng = np.random.default_rng([config.seed, 99])
-        held = set(
-            rng.choice(
-                len(splits["train"]), size=max(1, round(config.valid_fraction * len(splits["train"]))), replace=False
-            ).tolist()
-        )
-        splits["valid"] = [e for i, e in enumerate(splits["train"]) if i in held]
-        splits["train"] = [e for i, e in enumerate(splits["train"]) if i not in held]
-        stats["valid_fraction_held_out"] = len(held)
-    limits = {"train": config.max_train_samples, "valid": config.max_valid_samples, "test": config.max_test_samples}
-    for name in SPLITS:
-        splits[name] = _subsample(splits[name], limits[name], config.seed, name)
-    stats["sequences"] = {name: len(examples) for name, examples in splits.items()}
-    stats["residues"] = {name: sum(len(e.sequence) for e in examples) for name, examples in splits.items()}
-    max_length = config.max_length or context_residues
-    if max_length is not None:
-        stats["max_length"] = max_length
-        key = "chunked" if config.task == "token-classification" else "cropped"
-        stats[key] = {}
-        for name in SPLITS:
-            splits[name], stats[key][name] = _fit_length(splits[name], config.task, max_length)
-        if config.task == "token-classification":
-            stats["chunks"] = {name: len(examples) for name, examples in splits.items()}
-        elif any(stats[key].values()):
-            logger.warning("kept the first %d residues of %s longer sequences", max_length, stats[key])
-    label_names = None
-    if config.task == "sequence-classification":
-        label_names = sorted({e.label for e in splits["train"]})
-    elif config.task == "token-classification":
-        label_names = sorted(
-            {
-                label
-                for e in splits["train"]
-                for label, keep in zip(e.label, e.mask or "1" * len(e.label))
-                if keep == "1"
-            }
-        )
-    if label_names is not None:
-        if len(label_names) < 2:
-            raise ValueError(f"{config.train_file}: classification needs at least 2 classes, found {label_names}")
-        for name in ("valid", "test"):
-            _check_labels(splits[name], label_names, config.task)
-    if config.task == "token-classification":
-        stats["scored_residues"] = {
-            name: sum((e.mask or "1" * len(e.sequence)).count("1") for e in examples)
-            for name, examples in splits.items()
-        }
-    return FinetuneData(
-        config.task,
-        train=splits["train"],
-        valid=splits["valid"],
-        test=splits["test"],
-        label_names=label_names,
-        stats=stats,
-    )
-
-
-# ---- encoding and batching -----------------------------------------------------------------------------------------
-def encode_examples(
-    tokenizer,
-    examples: list[Example],
-    task: str,
-    label2id: dict[str, int] | None = None,
-    target_mean: float = 0.0,
-    target_std: float = 1.0,
-) -> list[dict[str, Any]]:
-    """`{"input_ids", "labels"}` per example. Token labels are -100 at `<bos>`, `<eos>` and masked residues, so the
-    model's own loss and the metrics skip them; regression labels are standardised by `target_mean`/`target_std`."""
-    encoded = tokenizer([e.sequence for e in examples], add_special_tokens=True)["input_ids"]
-    features = []
-    for example, input_ids in zip(examples, encoded):
-        if len(input_ids) != len(example.sequence) + 2:  # labels are aligned on one token per residue
-            raise ValueError(f"{example.where}: the tokenizer did not give <bos> + one token per residue + <eos>")
-        if task == "sequence-regression":
-            label: Any = (example.label - target_mean) / target_std
-        elif task == "sequence-classification":
-            label = label2id[example.label]
-        else:
-            mask = example.mask or "1" * len(example.label)
-            label = [-100] + [label2id[c] if m == "1" else -100 for c, m in zip(example.label, mask)] + [-100]
-        features.append({"input_ids": input_ids, "labels": label})
-    return features
-
-
-def collate(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Dynamic padding on the right: `input_ids`, `attention_mask` and `labels` (-100 at padding of token labels)."""
-    width = max(len(f["input_ids"]) for f in features)
-    input_ids = torch.full((len(features), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-    for row, feature in enumerate(features):
-        input_ids[row, : len(feature["input_ids"])] = torch.tensor(feature["input_ids"])
-        attention_mask[row, : len(feature["input_ids"])] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if "labels" in features[0]:
-        first = features[0]["labels"]
-        if isinstance(first, list):
-            labels = torch.full((len(features), width), -100, dtype=torch.long)
-            for row, feature in enumerate(features):
-                labels[row, : len(feature["labels"])] = torch.tensor(feature["labels"])
-        elif isinstance(first, float):
-            labels = torch.tensor([f["labels"] for f in features], dtype=torch.float32)
-        else:
-            labels = torch.tensor([f["labels"] for f in features], dtype=torch.long)
-        batch["labels"] = labels
-    return batch
-
-
-class LengthGroupedBatches:
-    """Training batches of `batch_size` examples: a fresh seeded shuffle every pass and, with `group_by_length`,
-    examples of similar length together (sorted within windows of 50 batches, then the batches shuffled), which
-    cuts padding work on datasets of mixed lengths.
-
-    Under data parallelism every process builds the same batches and takes every `num_shards`-th one from
-    `shard_index`; the list is first topped up with its own first batches, so every process gets the same number."""
-
-    def __init__(
-        self,
-        lengths: list[int],
-        batch_size: int,
-        seed: int,
-        group_by_length: bool = True,
-        num_shards: int = 1,
-        shard_index: int = 0,
-    ):
-        self.lengths, self.batch_size, self.seed, self.group_by_length = lengths, batch_size, seed, group_by_length
-        self.num_shards, self.shard_index = num_shards, shard_index
-        self.passes = 0
-
-    def __len__(self) -> int:
-        return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.num_shards)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.passes])
-        self.passes += 1
-        order = rng.permutation(len(self.lengths)).tolist()
-        if self.group_by_length:
-            window = self.batch_size * 50
-            order = [
-                index
-                for start in range(0, len(order), window)
-                for index in sorted(order[start : start + window], key=lambda i: -self.lengths[i])
-            ]
-        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        if self.group_by_length:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        batches += batches[: len(self) * self.num_shards - len(batches)]
-        yield from batches[self.shard_index :: self.num_shards]
-
-
-# ---- metrics -------------------------------------------------------------------------------------------------------
-def spearman(predictions: np.ndarray, targets: np.ndarray) -> float:
-    """Spearman's rank correlation (NaN when either side is constant)."""
-    from scipy.stats import spearmanr
-
-    if len(predictions) < 2 or np.ptp(predictions) == 0 or np.ptp(targets) == 0:
-        return float("nan")
-    return float(spearmanr(predictions, targets).statistic)
-
-
-def macro_f1(predictions: np.ndarray, targets: np.ndarray, num_classes: int) -> float:
-    """Unweighted mean of per-class F1 over the classes that occur in the targets or the predictions."""
-    scores = []
-    for label in range(num_classes):
-        true_positive = np.sum((predictions == label) & (targets == label))
-        predicted, actual = np.sum(predictions == label), np.sum(targets == label)
-        if predicted + actual:
-            scores.append(2 * true_positive / (predicted + actual))
-    return float(np.mean(scores)) if scores else float("nan")
-
-
-def compute_metrics(task: str, predictions: np.ndarray, targets: np.ndarray, num_classes: int = 0) -> dict:
-    """Regression: Spearman, Pearson, MSE. Classification: accuracy, macro-F1 (per residue for token tasks: pass the
-    scored residues only)."""
-    predictions, targets = np.asarray(predictions), np.asarray(targets)
-    if task == "sequence-regression":
-        pearson = float(np.corrcoef(predictions, targets)[0, 1]) if np.ptp(predictions) > 0 else float("nan")
-        return {
-            "spearman": spearman(predictions, targets),
-            "pearson": pearson,
-            "mse": float(np.mean((predictions - targets) ** 2)),
-            "count": int(len(targets)),
-        }
-    return {
-        "accuracy": float(np.mean(predictions == targets)) if len(targets) else float("nan"),
-        "macro_f1": macro_f1(predictions, targets, num_classes),
-        "count": int(len(targets)),
-    }
-
-
-def trainer_compute_metrics(task: str, num_classes: int = 0):
-    """A `compute_metrics` for transformers' `Trainer` (`EvalPrediction` of logits and label ids)."""
-
-    def metrics(prediction) -> dict[str, float]:
-        logits, labels = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
-        if task == "sequence-regression":
-            return compute_metrics(task, logits.reshape(-1), labels.reshape(-1))
-        predicted = logits.argmax(-1)
-        if task == "token-classification":
-            keep = labels != -100
-            predicted, labels = predicted[keep], labels[keep]
-        return compute_metrics(task, predicted, labels, num_classes or logits.shape[-1])
-
-    return metrics
-
-
-def _better(value: float, best: float | None, metric: str) -> bool:
-    if value is None or math.isnan(value):
-        return False
-    if best is None or math.isnan(best):
-        return True
-    return value < best if metric in LOWER_IS_BETTER else value > best
 
 
 # ---- the model -----------------------------------------------------------------------------------------------------
@@ -1046,52 +395,41 @@ def _run_record(config: FinetuneConfig, *, data: FinetuneData, run: dict[str, An
     }
 
 
-def _train_epochs(
-    *,
-    model,
-    loader,
-    optimizer,
-    scheduler,
-    accelerator: Accelerator,
-    config: FinetuneConfig,
-    total_steps: int,
-    log,
-    validate,
-    progress,
-) -> tuple[int, int, bool]:
-    """The optimizer steps of every epoch; `validate(step, epoch)` runs on schedule and returns True to stop early.
-    Returns (steps, epochs run, stopped early)."""
-    eval_every = config.eval_steps or max(1, len(loader) // config.gradient_accumulation_steps)
-    model.train()
-    loss_window: list[float] = []
-    step = 0
+def _windows(loader, config: FinetuneConfig) -> Iterator[Window]:
+    """The optimizer steps' micro-batches: `gradient_accumulation_steps` batches each, counted across epochs (a last
+    incomplete window is dropped); `info["epoch"]` is the epoch of the window's last batch (0-based)."""
+    window: list[dict[str, Any]] = []
     for epoch in range(config.epochs):
         for batch in loader:
-            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss became {loss_value} at step {step}: lower the learning rate")
-            loss_window.append(loss_value)
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            step += 1
-            progress.update(1)
-            if step % config.log_steps == 0:
-                mean_loss = float(np.mean(loss_window))
-                log({"step": step, "epoch": epoch + 1, "loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0]})
-                progress.set_postfix(loss=f"{mean_loss:.4f}")
-                loss_window = []
-            if (step % eval_every == 0 or step == total_steps) and validate(step, epoch):
-                return step, epoch + 1, True
-    return step, config.epochs, False
+            window.append(batch)
+            if len(window) == config.gradient_accumulation_steps:
+                yield Window(window, info={"epoch": epoch})
+                window = []
+
+
+class FinetuneSteps:
+    """Fine-tuning's side of the training loop: the loss log every `log_steps`, validation on schedule (every
+    `eval_steps`, else once per epoch, and at the end) with early stopping through the tracker."""
+
+    def __init__(self, config: FinetuneConfig, tracker: "FinetuneTracker", loop: TrainingLoop, steps_per_epoch: int):
+        self.config, self.tracker, self.loop = config, tracker, loop
+        self.eval_every = config.eval_steps or max(1, steps_per_epoch)
+        self.losses: list[float] = []
+        self.epoch = 0
+        self.stopped_early = False
+
+    def after_step(self, step: int, loss: float, counts: dict[str, float], window: Window) -> bool:
+        self.epoch = window.info["epoch"]
+        self.losses.append(loss)
+        if step % self.config.log_steps == 0:
+            mean_loss = float(np.mean(self.losses))
+            learning_rate = self.loop.scheduler.get_last_lr()[0]
+            self.tracker.log({"step": step, "epoch": self.epoch + 1, "loss": mean_loss, "learning_rate": learning_rate})
+            self.loop.progress.set_postfix(loss=f"{mean_loss:.4f}")
+            self.losses = []
+        if step % self.eval_every == 0 or step == self.loop.max_steps:
+            self.stopped_early = self.tracker.validate(step, self.epoch)
+        return self.stopped_early
 
 
 class FinetuneTracker:
@@ -1152,12 +490,20 @@ class FinetuneTracker:
         metrics = self.evaluate("valid")
         self.log({"step": step, "epoch": epoch + 1, **{f"valid_{k}": v for k, v in metrics.items()}})
         self.accelerator.print(f"step {step} (epoch {epoch + 1}): valid {self.metric} {metrics[self.metric]:.4f}")
-        if _better(metrics[self.metric], self.best_value, self.metric):
+        if is_better(metrics[self.metric], self.best_value, self.metric):
             self.keep_best(step, metrics)
         else:
             self.evals_without_gain += 1
         patience = self.config.early_stopping_patience
         return bool(patience) and self.evals_without_gain >= patience
+
+    def save_interrupted(self) -> None:
+        """On SIGTERM: the best weights so far, saved with status "interrupted"."""
+        self.restore_best()
+        self.save("interrupted")
+        self.accelerator.print(
+            f"SIGTERM: saved the best model so far (step {self.record['best_step']}) to {self.output_dir}"
+        )
 
     @torch.no_grad()
     def restore_best(self) -> None:
@@ -1174,11 +520,8 @@ def finetune(config: FinetuneConfig) -> Path:
     started = time.time()
     config.resolve_paths()
     config.validate()
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
+    # Gradient accumulation is the training loop's (windows of micro-batches), not accelerate's.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
     output_dir = _prepare_output_dir(config) if accelerator.is_main_process else Path(config.output_dir)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
@@ -1201,7 +544,7 @@ def finetune(config: FinetuneConfig) -> Path:
     }
     pad_id = tokenizer.pad_token_id
     loader = _train_loader(features["train"], config, accelerator, pad_id)
-    # accelerate counts micro-batches across epochs and steps the optimizer on every `gradient_accumulation_steps`-th.
+    # Windows of `gradient_accumulation_steps` micro-batches, counted across epochs.
     total_steps = len(loader) * config.epochs // config.gradient_accumulation_steps
     optimizer = _optimizer(model, config)
     # Not prepared: accelerate would step it once per process; it is stepped once per optimizer step below.
@@ -1236,28 +579,23 @@ def finetune(config: FinetuneConfig) -> Path:
             f"sequences, {parameters['trainable']:,} of {parameters['total']:,} parameters trained; "
             f"valid {config.best_metric} before training {_number(initial[config.best_metric])}"
         )
-        progress = tqdm(
-            total=total_steps,
-            desc=f"fine-tuning ({config.method})",
-            unit="step",
-            dynamic_ncols=True,
-            disable=not accelerator.is_main_process,
+        loop = TrainingLoop(
+            accelerator,
+            model,
+            optimizer,
+            scheduler,
+            max_steps=total_steps,
+            max_grad_norm=config.max_grad_norm,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            # Per-residue losses take the window's label count; sequence heads average per batch.
+            loss_normalization="targets" if task == "token-classification" else "micro_batches",
+            description=f"fine-tuning ({config.method})",
         )
-        try:
-            step, epochs_run, stopped_early = _train_epochs(
-                model=model,
-                loader=loader,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                accelerator=accelerator,
-                config=config,
-                total_steps=total_steps,
-                log=tracker.log,
-                validate=tracker.validate,
-                progress=progress,
-            )
-        finally:
-            progress.close()
+        steps = FinetuneSteps(config, tracker, loop, steps_per_epoch=len(loader) // config.gradient_accumulation_steps)
+        windows = _windows(loader, config)
+        model.train()
+        stopped_early = loop.run(lambda: next(windows, None), steps.after_step, on_sigterm=tracker.save_interrupted)
+        step, epochs_run = loop.step, steps.epoch + 1 if stopped_early else config.epochs
         tracker.restore_best()  # the test split and the final save use the best weights
         record.update(steps=step, epochs_run=epochs_run, stopped_early=stopped_early)
         if features["test"]:
@@ -1337,3 +675,42 @@ def predict(
 
 def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+# Importable from here as before: the config lives in `training.config`, the data in `training.finetune_data` and the
+# metrics in `training.metrics`.
+__all__ = [
+    "LOWER_IS_BETTER",
+    "METHODS",
+    "MODEL_CLASSES",
+    "RECORD_FILE",
+    "TASKS",
+    "TASK_METRICS",
+    "Example",
+    "FinetuneConfig",
+    "FinetuneData",
+    "FinetuneTracker",
+    "LengthGroupedBatches",
+    "build_model",
+    "clean_sequence",
+    "collate",
+    "compute_metrics",
+    "encode_examples",
+    "evaluate",
+    "finetune",
+    "head_kwargs",
+    "header_fields",
+    "load_data",
+    "load_finetuned",
+    "macro_f1",
+    "parse_label",
+    "predict",
+    "predict_features",
+    "read_csv_examples",
+    "read_fasta_by_id",
+    "read_fasta_examples",
+    "read_record",
+    "save_finetuned",
+    "spearman",
+    "trainer_compute_metrics",
+]

@@ -1,27 +1,22 @@
-"""Pretraining on `accelerate`: one loop for CPU, one GPU, DDP, FSDP2 and DeepSpeed.
+"""Pretraining on `accelerate`: CPU, one GPU, DDP, FSDP2 and DeepSpeed, through the one training loop
+(`training.loop`, shared with fine-tuning: optimizer steps with the models' own loss, gradient accumulation, SIGTERM,
+the NaN stop, atomic checkpoints). What pretraining adds:
 
-The loop is plain and explicit; accelerate supplies the distributed engine, mixed precision, gradient clipping,
-checkpoint state (`save_state` / `load_state`) and trackers. What it adds:
-
+- the data: sharded, resumable protein streams (`data.streams`), batched by the collators' packing rule;
 - exact resume: the data position of every rank and the step are saved with the accelerate state, collation is a
   pure function of (sequences, seed) and every seed derives from (run seed, rank, micro-batch index);
-- atomic checkpoints (written to `step-N.tmp`, then renamed) with a retention limit;
-- SIGTERM saves a checkpoint and exits cleanly; a NaN/Inf loss stops the run and names the last good checkpoint;
 - `metrics.jsonl` (one record per log step) and TensorBoard, a progress bar with tokens/s and loss;
 - FLOPs accounting, 6·N·D and exact with attention, feeding the scaling-law tools;
 - the CLM→MLM transfer recipe as two phases, the second from the first's weights with a fresh optimizer and
   schedule.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,8 +25,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
-from tqdm.auto import tqdm
+from accelerate.utils import set_seed
 
 from .. import __version__
 from ..configuration_plm import PLMConfig
@@ -48,13 +42,13 @@ from ..modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
 from ..tokenization_plm import PLMTokenizerFast
 from .config import RunConfig, expand_data_path
 from .flops import flops_6nd, non_embedding_parameters, training_flops
+from .loop import TrainingLoop, Window, checkpoints_in
 from .presets import config_from_preset
 
 logger = logging.getLogger("modeling_plm.training.trainer")
 
 OBJECTIVES = ("mlm", "clm", "glm", "clm-mlm")
 ATTENTION_OF_OBJECTIVE = {"mlm": "bidirectional", "clm": "causal", "glm": "glm"}
-CHECKPOINT_PREFIX = "step-"
 
 
 @dataclass
@@ -245,11 +239,6 @@ def _sources(specs: list[str]) -> list[DataSource]:
     return [DataSource.parse(spec) for spec in specs]
 
 
-def _checkpoints(folder: Path) -> list[Path]:
-    found = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and not p.name.endswith(".tmp")]
-    return sorted(found, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
-
-
 class PhaseRunner:
     """Trains one objective for a number of steps into `output_dir` (one phase of a run)."""
 
@@ -273,8 +262,6 @@ class PhaseRunner:
             project_dir=str(output_dir),
         )
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
-        if self.accelerator.distributed_type == DistributedType.DEEPSPEED and config.gradient_accumulation_steps > 1:
-            raise ValueError("DeepSpeed steps the optimizer on every backward: use --gradient-accumulation-steps 1")
         self.tokenizer = PLMTokenizerFast()
         set_seed(phase_seed % 2**32)  # the initial weights (and dropout) depend on the run's seed only
         model = build_model(config, objective, init_from)
@@ -293,6 +280,18 @@ class PhaseRunner:
             optimizer, lambda step: learning_rate_factor(step, max_steps, config)
         )
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.loop = TrainingLoop(
+            self.accelerator,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            max_steps=max_steps,
+            max_grad_norm=config.max_grad_norm,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            loss_normalization="targets",  # the models' own loss over the window's targets (num_items_in_batch)
+            forward_kwargs={"attention_type": ATTENTION_OF_OBJECTIVE[objective]},
+            description=f"{objective} pretraining",
+        )
         self.collator = self._collator(objective)
         if config.pack_length is not None and self._sample_length("A" * config.crop_length) > config.pack_length:
             raise ValueError(
@@ -302,13 +301,15 @@ class PhaseRunner:
             )
         self.train_stream = self._stream("train", phase_seed)
         self.batcher = Batcher(self.train_stream, config, self._sample_length)
-        self.step = 0
         self.micro_batch = 0
         self.tokens = 0
         self.flops_exact = 0.0
-        self.stop_requested = False
         self._valid_sequences: list[str] | None = None
         self.initial_eval: dict[str, dict[str, float]] | None = None  # kept in checkpoints for the training record
+
+    @property
+    def step(self) -> int:
+        return self.loop.step
 
     # ---- data -------------------------------------------------------------------------------------------------
     def _policy(self) -> RecordPolicy:
@@ -364,36 +365,18 @@ class PhaseRunner:
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        final = self.checkpoint_dir / f"{CHECKPOINT_PREFIX}{self.step:07d}"
-        temporary = final.with_name(final.name + ".tmp")
-        if self.accelerator.is_main_process:
-            shutil.rmtree(temporary, ignore_errors=True)
-            temporary.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(temporary))
         state = {
-            "step": self.step,
             "micro_batch": self.micro_batch,
             "tokens": self.tokens,
             "flops_exact": self.flops_exact,
             "initial_eval": self.initial_eval,
             "batcher": self.batcher.state_dict(),
         }
-        (temporary / f"trainer_state_rank{self.rank}.json").write_text(json.dumps(state))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(temporary, final)  # atomic: a checkpoint folder either is complete or does not exist
-            for old in _checkpoints(self.checkpoint_dir)[: -self.config.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        return final
+        return self.loop.save_checkpoint(self.checkpoint_dir, state, keep=self.config.save_total_limit)
 
     def load_checkpoint(self, folder: Path) -> None:
-        self.accelerator.load_state(str(folder))
-        state = json.loads((folder / f"trainer_state_rank{self.rank}.json").read_text())
-        self.step, self.micro_batch = state["step"], state["micro_batch"]
-        self.tokens, self.flops_exact = state["tokens"], state["flops_exact"]
+        state = self.loop.load_checkpoint(folder)
+        self.micro_batch, self.tokens, self.flops_exact = state["micro_batch"], state["tokens"], state["flops_exact"]
         self.initial_eval = state.get("initial_eval")
         self.batcher.load_state_dict(state["batcher"])
 
@@ -430,42 +413,22 @@ class PhaseRunner:
         return results
 
     # ---- training ---------------------------------------------------------------------------------------------
-    def _micro_batches(self) -> list[dict[str, torch.Tensor]]:
-        batches = []
+    def next_window(self) -> Window:
+        """The micro-batches of the next optimizer step, with their real tokens and exact FLOPs (this rank's)."""
+        attention = ATTENTION_OF_OBJECTIVE[self.objective]
+        micro_batches, tokens, flops = [], 0, 0.0
         for _ in range(self.config.gradient_accumulation_steps):
             sequences = self.batcher.next_batch()
             if not sequences:
                 raise RuntimeError("the training stream ran dry (a finite source?)")
             seed = derived_seed(self.phase_seed, "train", self.rank, self.micro_batch)
-            batches.append(self.collator(sequences, seed))
+            batch = self.collator(sequences, seed)
             self.micro_batch += 1
-        return batches
-
-    def train_step(self) -> tuple[float, int, float]:
-        """One optimizer step over the accumulation window. Returns (mean loss, real tokens, exact FLOPs) of this
-        rank; the loss is normalised by the window's target-token count, not averaged per micro-batch."""
-        micro_batches = self._micro_batches()
-        targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
-        attention = ATTENTION_OF_OBJECTIVE[self.objective]
-        loss_total, tokens, flops = 0.0, 0, 0.0
-        for index, batch in enumerate(micro_batches):
             lengths, contexts = batch_sequence_lengths(batch, self.tokenizer.pad_token_id)
             tokens += sum(lengths)
             flops += training_flops(self.model_config, lengths, attention, contexts)
-            batch = self._to_device(batch)
-            is_last = index == len(micro_batches) - 1
-            context = self.accelerator.no_sync(self.model) if not is_last else contextlib.nullcontext()
-            with context, self.accelerator.autocast():
-                # The models' own loss (`ForMaskedLM` / `ForCausalLM`), normalised by the window's target count.
-                loss = self.model(**batch, attention_type=attention, num_items_in_batch=max(targets, 1)).loss
-            self.accelerator.backward(loss)
-            loss_total += loss.item()
-        if self.config.max_grad_norm:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss_total, tokens, flops
+            micro_batches.append(batch)
+        return Window(micro_batches, counts={"tokens": tokens, "flops": flops})
 
     def run(self, eval_objectives: list[str], metrics_file: Path, record: dict[str, Any]) -> dict[str, Any]:
         accelerator, config = self.accelerator, self.config
@@ -477,89 +440,77 @@ class PhaseRunner:
         self._drop_metrics_to_be_rewritten(metrics_file)
         if config.report_to != "none":
             accelerator.init_trackers(self.output_dir.name, config=_flat_config(config))
-        previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-        last_good = resume_from
-        n_params = non_embedding_parameters(self.model_config)
         if self.step == 0:
             self.initial_eval = self.evaluate(eval_objectives)
             self._log_eval(self.initial_eval, metrics_file)
         if record.get("initial_eval") is None:  # the first phase's, also after a resume
             record["initial_eval"] = self.initial_eval
-        progress = tqdm(
-            total=self.max_steps,
-            initial=self.step,
-            disable=not accelerator.is_main_process,
-            desc=f"{self.objective} pretraining",
-            unit="step",
-            dynamic_ncols=True,
-        )
-        window_start, window_tokens = time.perf_counter(), 0
-        last_eval = None
+        self.last_good, self.last_eval = resume_from, None
+        self._window_start, self._window_tokens = time.perf_counter(), 0
         try:
-            while self.step < self.max_steps:
-                loss, tokens, flops = self.train_step()
-                self.step += 1
-                # One reduction per step carries the loss, the counts and every rank's stop request.
-                stats = torch.tensor(
-                    [loss, tokens, flops, float(self.stop_requested)], dtype=torch.float64, device=accelerator.device
-                )
-                stats = accelerator.reduce(stats, reduction="sum")
-                mean_loss = stats[0].item() / self.world_size
-                if not math.isfinite(mean_loss):
-                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved yet"
-                    raise FloatingPointError(
-                        f"Loss became {mean_loss} at step {self.step} ({self.objective}); {where}. Lower the learning "
-                        "rate or use bf16/fp32, then resume with --resume."
-                    )
-                self.tokens += int(stats[1].item())
-                self.flops_exact += stats[2].item()
-                window_tokens += int(stats[1].item())
-                progress.update(1)
-                if self.step % config.log_steps == 0 or self.step == self.max_steps:
-                    elapsed = time.perf_counter() - window_start
-                    entry = {
-                        "step": self.step,
-                        "objective": self.objective,
-                        "tokens": self.tokens,
-                        "flops_6nd": flops_6nd(self.model_config, self.tokens),
-                        "flops": self.flops_exact,
-                        "loss": mean_loss,
-                        "learning_rate": self.scheduler.get_last_lr()[0],
-                        "tokens_per_s": window_tokens / max(elapsed, 1e-9),
-                        "non_embedding_parameters": n_params,
-                    }
-                    self._write_metrics(entry, metrics_file)
-                    progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
-                    window_start, window_tokens = time.perf_counter(), 0
-                if self.step % config.eval_steps == 0 or self.step == self.max_steps:
-                    last_eval = self.evaluate(eval_objectives)
-                    self._log_eval(last_eval, metrics_file)
-                if stats[3].item() > 0:
-                    saved = self.save_checkpoint()
-                    accelerator.print(f"SIGTERM: saved {saved}; resume with --resume")
-                    raise SystemExit(0)
-                if self.step % config.save_steps == 0 or self.step == self.max_steps:
-                    last_good = self.save_checkpoint()
+            self.loop.run(
+                self.next_window,
+                lambda step, loss, counts, window: self._after_step(step, loss, counts, eval_objectives, metrics_file),
+                nan_hint=self._nan_hint,
+                on_sigterm=self._save_on_sigterm,
+            )
         finally:
-            progress.close()
-            signal.signal(signal.SIGTERM, previous_handler)
             # Only the trackers end here: `end_training()` also destroys the process group, which the final save
             # still needs (accelerate >= 1.16); `pretrain()` calls it once everything is written.
             for tracker in accelerator.trackers:
                 tracker.finish()
             accelerator.trackers = []
-        return last_eval if last_eval is not None else self.evaluate(eval_objectives)
+        return self.last_eval if self.last_eval is not None else self.evaluate(eval_objectives)
+
+    def _after_step(
+        self, step: int, loss: float, counts: dict[str, float], eval_objectives: list[str], metrics_file: Path
+    ) -> bool:
+        """Counts, logs, evaluates and saves on schedule after each optimizer step (never stops early)."""
+        config = self.config
+        self.tokens += int(counts["tokens"])
+        self.flops_exact += counts["flops"]
+        self._window_tokens += int(counts["tokens"])
+        if step % config.log_steps == 0 or step == self.max_steps:
+            elapsed = time.perf_counter() - self._window_start
+            entry = {
+                "step": step,
+                "objective": self.objective,
+                "tokens": self.tokens,
+                "flops_6nd": flops_6nd(self.model_config, self.tokens),
+                "flops": self.flops_exact,
+                "loss": loss,
+                "learning_rate": self.scheduler.get_last_lr()[0],
+                "tokens_per_s": self._window_tokens / max(elapsed, 1e-9),
+                "non_embedding_parameters": non_embedding_parameters(self.model_config),
+            }
+            self._write_metrics(entry, metrics_file)
+            self.loop.progress.set_postfix(loss=f"{loss:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
+            self._window_start, self._window_tokens = time.perf_counter(), 0
+        if step % config.eval_steps == 0 or step == self.max_steps:
+            self.last_eval = self.evaluate(eval_objectives)
+            self._log_eval(self.last_eval, metrics_file)
+        if not self.loop.stop_requested and (step % config.save_steps == 0 or step == self.max_steps):
+            self.last_good = self.save_checkpoint()  # (on SIGTERM, `_save_on_sigterm` saves this step)
+        return False
+
+    def _nan_hint(self) -> str:
+        where = f"the last good checkpoint is {self.last_good}" if self.last_good else "no checkpoint was saved yet"
+        return f"{where} ({self.objective}). Lower the learning rate or use bf16/fp32, then resume with --resume"
+
+    def _save_on_sigterm(self) -> None:
+        saved = self.save_checkpoint()
+        self.accelerator.print(f"SIGTERM: saved {saved}; resume with --resume")
 
     def _resume_point(self) -> Path | None:
         resume = self.config.resume
         if not resume:
-            if _checkpoints(self.checkpoint_dir):
+            if checkpoints_in(self.checkpoint_dir):
                 raise FileExistsError(
                     f"{self.checkpoint_dir} already has checkpoints: pass --resume to continue, or a new --output-dir"
                 )
             return None
         if resume == "auto" or Path(resume) == Path(self.config.output_dir):
-            found = _checkpoints(self.checkpoint_dir)
+            found = checkpoints_in(self.checkpoint_dir)
             return found[-1] if found else None
         path = Path(resume)
         if not (path / f"trainer_state_rank{self.rank}.json").exists():
@@ -581,9 +532,6 @@ class PhaseRunner:
             temporary = metrics_file.with_suffix(".tmp")
             temporary.write_text("".join(line + "\n" for line in keep))
             os.replace(temporary, metrics_file)
-
-    def _on_sigterm(self, signum, frame) -> None:
-        self.stop_requested = True  # acted on after the current step, on every rank together
 
     def _write_metrics(self, entry: dict[str, Any], metrics_file: Path) -> None:
         if self.accelerator.is_main_process:
