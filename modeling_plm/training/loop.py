@@ -81,7 +81,8 @@ class TrainingLoop:
         self.progress: tqdm | None = None
 
     # ---- one optimizer step ---------------------------------------------------------------------------------------
-    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch's tensors on the accelerator's device (packed batches also hold plain ints)."""
         device = self.accelerator.device
         return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
 
@@ -98,7 +99,7 @@ class TrainingLoop:
             is_last = index == len(micro_batches) - 1
             sync = contextlib.nullcontext() if is_last else self.accelerator.no_sync(self.model)
             with sync, self.accelerator.autocast():
-                loss = self.model(**self._to_device(batch), **self.forward_kwargs, **loss_kwargs).loss
+                loss = self.model(**self.to_device(batch), **self.forward_kwargs, **loss_kwargs).loss
                 if self.loss_normalization == "micro_batches":
                     loss = loss / len(micro_batches)
             self.accelerator.backward(loss)

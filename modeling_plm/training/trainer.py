@@ -268,6 +268,7 @@ class PhaseRunner:
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.model_config: PLMConfig = model.config
+        self.non_embedding_parameters = non_embedding_parameters(self.model_config)
         self.tokenizer.model_max_length = self.model_config.max_position_embeddings
         optimizer = torch.optim.AdamW(
             _parameter_groups(model, config.weight_decay),
@@ -358,11 +359,6 @@ class PhaseRunner:
             return self.collator.max_sample_length(len(sequence))
         return len(sequence) + 2
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {
-            key: value.to(self.accelerator.device) if torch.is_tensor(value) else value for key, value in batch.items()
-        }
-
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         state = {
@@ -400,7 +396,7 @@ class PhaseRunner:
             for start in range(0, len(sequences), self.config.eval_batch_size):
                 chunk = sequences[start : start + self.config.eval_batch_size]
                 # The masks do not depend on the run's seed: runs that differ in seed are scored on the same task.
-                batch = self._to_device(collator(chunk, derived_seed("eval", objective, start)))
+                batch = self.loop.to_device(collator(chunk, derived_seed("eval", objective, start)))
                 with self.accelerator.autocast():
                     # The models' own loss, summed (num_items_in_batch=1): the split's mean is taken below.
                     loss = self.model(**batch, attention_type=ATTENTION_OF_OBJECTIVE[objective], num_items_in_batch=1)
@@ -481,7 +477,7 @@ class PhaseRunner:
                 "loss": loss,
                 "learning_rate": self.scheduler.get_last_lr()[0],
                 "tokens_per_s": self._window_tokens / max(elapsed, 1e-9),
-                "non_embedding_parameters": non_embedding_parameters(self.model_config),
+                "non_embedding_parameters": self.non_embedding_parameters,
             }
             self._write_metrics(entry, metrics_file)
             self.loop.progress.set_postfix(loss=f"{loss:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
