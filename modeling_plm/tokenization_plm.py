@@ -304,6 +304,13 @@ class PLMTokenizerFast(PreTrainedTokenizerFast):
     def eop_token_id(self) -> int | None:
         return self._tokenizer.token_to_id(EOP_TOKEN)
 
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
+        """The post-processor's layout for ids that are already tokens: ``<bos> A <eos>`` (a pair: ``... B <eos>``)."""
+        ids = [self.bos_token_id, *token_ids_0, self.eos_token_id]
+        return ids if token_ids_1 is None else [*ids, *token_ids_1, self.eos_token_id]
+
     @property
     def valid_residues(self) -> str:
         """The residue characters accepted without invoking the ``invalid_residues`` policy, in id order."""

@@ -16,8 +16,10 @@ from modeling_plm.data.collators import (
     MLMCollator,
     build_collator,
     pack_rows,
+    pad_rows,
+    padded_inputs,
 )
-from modeling_plm.modeling_plm import find_packed_sequence_ids
+from modeling_plm.modeling_plm_layers import find_packed_sequence_ids
 
 TOL = 1e-5
 
@@ -526,3 +528,14 @@ def test_the_model_reads_the_boundaries_from_cu_seq_lens(tokenizer, swissprot_se
     assert not torch.allclose(together[: len(first)], alone, atol=1e-3)  # without them it is one sequence
     with pytest.raises(ValueError, match="cu_seq_lens_q covers"):
         model(input_ids=input_ids, position_ids=positions, cu_seq_lens_q=boundaries[:2])
+
+
+def test_padding_right_and_left_keeps_every_row_and_marks_it_in_the_mask():
+    rows = [[5, 6, 7], [8], torch.tensor([9, 10])]
+    assert pad_rows(rows, 0).tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
+    assert pad_rows(rows, -100, side="left").tolist() == [[5, 6, 7], [-100, -100, 8], [-100, 9, 10]]
+    inputs = padded_inputs([[5, 6, 7], [8]], pad_token_id=1, side="left")
+    assert inputs["input_ids"].tolist() == [[5, 6, 7], [1, 1, 8]]
+    assert inputs["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    with pytest.raises(ValueError, match="side must be one of"):
+        pad_rows(rows, 0, side="middle")

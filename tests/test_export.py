@@ -134,6 +134,7 @@ def test_exported_folder_is_complete(exported, trained):
         "config.json",
         "configuration_plm.py",
         "modeling_plm.py",
+        "modeling_plm_layers.py",
         "tokenization_plm.py",
         "tokenizer.json",
         "tokenizer_config.json",

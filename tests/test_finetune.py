@@ -333,6 +333,49 @@ def test_sigterm_saves_the_best_model_so_far_and_exits_cleanly(base_model, tmp_p
     record = read_record(output)
     assert record["status"] == "interrupted" and record["best_step"] >= 0
     assert isinstance(load_finetuned(output), PeftModel)
+    assert list((output / "checkpoints").glob("step-*")), "SIGTERM wrote no resumable checkpoint"
+    # Resuming with other settings would be another run: refused, naming what changed.
+    changed = load_finetune_config(flags + ["--resume", "auto", "--learning-rate", "0.5"])
+    with pytest.raises(ValueError, match=r"cannot resume with other settings .*learning_rate None -> 0.5"):
+        finetune(changed)
+
+
+def run_finetune_script(flags: list[str]) -> subprocess.Popen:
+    command = [sys.executable, str(REPO / "training" / "finetune.py")] + flags
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in every run: bitwise comparable
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_kill_then_resume_equals_the_uninterrupted_run_bit_for_bit(base_model, tmp_path):
+    """Killed (SIGKILL) after a checkpoint and resumed with `--resume auto`: the same batches, dropout, schedule and
+    early-stopping state follow, so the adapter, the record's metrics and metrics.jsonl equal an uninterrupted run's.
+    Accumulation windows of 3 batches cross the epochs' ends (10 batches each), so the skipped data is counted right."""
+    run = {"--batch-size": 4, "--gradient-accumulation-steps": 3, "--epochs": 12, "--eval-steps": 4}
+    run |= {"--log-steps": 1, "--early-stopping-patience": 0, "--max-test-samples": 8}
+    reference = run_finetune_script(ss_flags(base_model, tmp_path / "reference", **run))
+    interrupted_flags = ss_flags(base_model, tmp_path / "interrupted", **run)
+    interrupted = run_finetune_script(interrupted_flags)
+    checkpoint = tmp_path / "interrupted" / "checkpoints" / "step-0000008"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and interrupted.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    interrupted.send_signal(signal.SIGKILL)
+    output = interrupted.communicate()[0]
+    assert checkpoint.exists(), output[-3000:]
+    assert read_record(tmp_path / "interrupted")["status"] == "training"  # really killed before the end
+    resumed = run_finetune_script(interrupted_flags + ["--resume", "auto"])
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert "Resumed fine-tuning from" in output
+    assert reference.wait(timeout=300) == 0
+    expected, actual = (load_file(tmp_path / run / "adapter_model.safetensors") for run in ("reference", "interrupted"))
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    records = [read_record(tmp_path / run) for run in ("reference", "interrupted")]
+    for key in ("status", "steps", "best_step", "best_valid", "initial_valid", "test"):
+        assert records[1][key] == records[0][key], key
+    assert records[1]["resumed_from"][0].endswith("step-0000008") or len(records[1]["resumed_from"]) == 1
+    assert read_metrics(tmp_path / "interrupted") == read_metrics(tmp_path / "reference")  # each step once
 
 
 def test_bad_csv_input_names_the_row_and_column(base_model, tmp_path, gb1_rows):

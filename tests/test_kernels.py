@@ -13,7 +13,7 @@ import modeling_plm.kernels.onednn as onednn
 from modeling_plm import PLMConfig, PLMForCausalLM, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
 from modeling_plm.kernels import decoding_projections
 from modeling_plm.kernels.onednn import FusedProjection, OneDNNLinear
-from modeling_plm.modeling_plm import PLMRMSNorm, PLMRotaryEmbedding, apply_rotary_pos_emb
+from modeling_plm.modeling_plm_layers import PLMRMSNorm, PLMRotaryEmbedding, apply_rotary_pos_emb
 
 pytestmark = pytest.mark.skipif(not onednn.ONEDNN_AVAILABLE, reason="this torch build has no oneDNN")
 

@@ -215,7 +215,7 @@ def test_packed_sdpa_runs_per_sequence_and_equals_eager_block_mask(objective, to
     Several rows, filler at the end of each, GLM spans and grouped-query attention: all equal."""
     from modeling_plm.data.collators import build_collator
     from modeling_plm.kernels import packed_sequence_segments
-    from modeling_plm.modeling_plm import find_packed_sequence_ids
+    from modeling_plm.modeling_plm_layers import find_packed_sequence_ids
 
     batch = build_collator(objective, tokenizer, pack_length=160)(swissprot_sequences[:12], seed=0)
     batch.pop("labels")

@@ -248,6 +248,17 @@ def test_torchrun_two_processes_ddp_on_cpu(tmp_path):
     assert list(run_dir.rglob("events.out.tfevents.*")), "the tensorboard tracker wrote nothing"
     state = json.loads((run_dir / "checkpoints" / "step-0000040" / "trainer_state_rank1.json").read_text())
     assert state["batcher"]["stream"]["rank"] == 1 and state["batcher"]["placed"] > 0
+    # One schedule step per optimizer step, whatever the number of processes (accelerate would take one per process).
+    config = load_pretrain_config(["training/configs/smoke.yaml", "--max-steps", "40"])
+    logged = {
+        row["step"]: row["learning_rate"]
+        for row in map(json.loads, open(run_dir / "metrics.jsonl"))
+        if "learning_rate" in row
+    }
+    assert logged and all(
+        lr == pytest.approx(config.learning_rate * learning_rate_factor(step, 40, config))
+        for step, lr in logged.items()
+    )
 
 
 def test_nan_loss_stops_and_names_the_last_good_checkpoint(tmp_path):

@@ -358,3 +358,12 @@ def test_swissprot_batch_round_trips(tokenizer: PLMTokenizerFast, swissprot_sequ
     lengths = [sum(mask) for mask in batch["attention_mask"]]
     assert lengths == [len(sequence) + 2 for sequence in swissprot_sequences]
     assert tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True) == swissprot_sequences
+
+
+def test_special_tokens_added_to_ids_match_the_encoding():
+    """`build_inputs_with_special_tokens` (how the engines wrap residue windows) is the post-processor's layout."""
+    tokenizer = PLMTokenizerFast()
+    residues = tokenizer("MKTAYIAK", add_special_tokens=False)["input_ids"]
+    other = tokenizer("GGW", add_special_tokens=False)["input_ids"]
+    assert tokenizer.build_inputs_with_special_tokens(residues) == tokenizer("MKTAYIAK")["input_ids"]
+    assert tokenizer.build_inputs_with_special_tokens(residues, other) == tokenizer("MKTAYIAK", "GGW")["input_ids"]

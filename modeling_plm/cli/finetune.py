@@ -23,6 +23,7 @@ EXAMPLES = """examples:
       --label-column LABEL --valid-file valid.fasta --test-file test.fasta
 
   plm finetune training/configs/finetune_gb1.yaml --learning-rate 3e-3      # YAML keys = flags; flags win
+  plm finetune training/configs/finetune_gb1.yaml --resume auto             # continue after a kill or SIGTERM
   accelerate launch training/finetune.py training/configs/finetune_gb1.yaml  # same job on accelerate's launcher
 
 Reload: modeling_plm.training.finetune.load_finetuned(OUTPUT_DIR) (+ AutoTokenizer.from_pretrained(OUTPUT_DIR)).
@@ -94,6 +95,9 @@ FIELD_HELP = {
     "early_stopping_patience": "stop after N validations without improvement (0: never)",
     "output_dir": "where the best checkpoint, metrics.jsonl and finetune_record.json go",
     "overwrite": "replace a non-empty output folder",
+    "save_steps": "write a resumable checkpoint every N optimizer steps (0: at every validation; always on SIGTERM)",
+    "save_total_limit": "resumable checkpoints kept in OUTPUT_DIR/checkpoints",
+    "resume": "continue an interrupted run: auto (the output folder's newest checkpoint) or a checkpoint folder",
     "seed": "seed of the head initialisation, LoRA dropout, batches and subsets",
     "log_steps": "write the mean training loss every N steps",
 }

@@ -38,6 +38,8 @@ Every generated piece ends with ``<eop>``, in both modes, so generation has one 
 than its tokenization: by 2 tokens per span in span mode (``<smask>`` and ``<sop>``), by 1 in gmask mode.
 """
 
+from collections.abc import Sequence
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -54,6 +56,32 @@ DEFAULT_MASK_TOKEN_RATIO = 0.8
 DEFAULT_RANDOM_TOKEN_RATIO = 0.1
 
 Sample = dict[str, torch.Tensor]
+PADDING_SIDES = ("right", "left")
+
+
+def pad_rows(rows: list[Sequence[int]] | list[torch.Tensor], pad_value: int, side: str = "right") -> torch.Tensor:
+    """The rows as one (len(rows), longest) int64 tensor, padded with `pad_value` on `side`: the package's one
+    padding (collators, fine-tuning, embedding, scoring and generation batches)."""
+    if side not in PADDING_SIDES:
+        raise ValueError(f"side must be one of {PADDING_SIDES}, got {side!r}")
+    width = max(len(row) for row in rows)
+    padded = torch.full((len(rows), width), pad_value, dtype=torch.long)
+    for index, row in enumerate(rows):
+        if len(row):
+            values = row if torch.is_tensor(row) else torch.tensor(row, dtype=torch.long)
+            if side == "right":
+                padded[index, : len(row)] = values
+            else:
+                padded[index, width - len(row) :] = values
+    return padded
+
+
+def padded_inputs(rows: list[Sequence[int]], pad_token_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """`input_ids` and `attention_mask` (1 on the rows' tokens) of token-id rows of different lengths."""
+    return {
+        "input_ids": pad_rows(rows, pad_token_id, side),
+        "attention_mask": pad_rows([[1] * len(row) for row in rows], 0, side),
+    }
 
 
 def token_budget_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
@@ -172,21 +200,11 @@ def _mask_residues(
 
 def _pad_samples(samples: list[Sample], pad_token_id: int) -> dict[str, torch.Tensor]:
     """One sample per row, right-padded to the longest; positions of padding are 0 (they are masked out anyway)."""
-    n_rows = len(samples)
-    width = max(len(sample["input_ids"]) for sample in samples)
-    batch = {
-        "input_ids": torch.full((n_rows, width), pad_token_id, dtype=torch.long),
-        "attention_mask": torch.zeros((n_rows, width), dtype=torch.long),
-        "labels": torch.full((n_rows, width), IGNORE_INDEX, dtype=torch.long),
-    }
+    batch = padded_inputs([sample["input_ids"] for sample in samples], pad_token_id)
+    batch["labels"] = pad_rows([sample["labels"] for sample in samples], IGNORE_INDEX)
     for name in ("position_ids", "block_position_ids"):
         if name in samples[0]:
-            batch[name] = torch.zeros((n_rows, width), dtype=torch.long)
-    for row, sample in enumerate(samples):
-        length = len(sample["input_ids"])
-        batch["attention_mask"][row, :length] = 1
-        for name, values in sample.items():
-            batch[name][row, :length] = values
+            batch[name] = pad_rows([sample[name] for sample in samples], 0)
     return batch
 
 

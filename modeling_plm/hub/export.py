@@ -39,7 +39,7 @@ SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-REMOTE_CODE_FILES = ("configuration_plm.py", "modeling_plm.py", "tokenization_plm.py")
+REMOTE_CODE_FILES = ("configuration_plm.py", "modeling_plm.py", "modeling_plm_layers.py", "tokenization_plm.py")
 PROVENANCE_FILES = ("training_record.json", "conversion.json")
 TOKENIZER_AUTO_MAP = {"AutoTokenizer": "tokenization_plm.PLMTokenizerFast"}
 # Class named in config.json `architectures` -> Auto class that rebuilds it with the same head.

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from ..data.collators import token_budget_batches
+from ..data.collators import padded_inputs, token_budget_batches
 from ..data.fasta import read_fasta
 from ..modeling_plm import pool_residues
 from ..tokenization_plm import INVALID_RESIDUE_POLICIES
@@ -221,9 +221,7 @@ def _finish(
 @torch.no_grad()
 def _iter_embeddings(
     backbone: torch.nn.Module,
-    pad_token_id: int,
-    bos_token_id: int,
-    eos_token_id: int,
+    tokenizer: Any,
     residue_ids: list[list[int]],
     options: EmbeddingOptions,
     stored_dtype: torch.dtype = torch.float32,
@@ -243,16 +241,11 @@ def _iter_embeddings(
     first_bos: dict[int, torch.Tensor] = {}
 
     for batch in _batches(pieces, options):
-        longest = max(len(piece.ids) for piece in batch) + 2
-        input_ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, piece in enumerate(batch):
-            tokens = [bos_token_id, *piece.ids, eos_token_id]
-            input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            attention_mask[row, : len(tokens)] = 1
+        rows = [tokenizer.build_inputs_with_special_tokens(piece.ids) for piece in batch]
+        inputs = padded_inputs(rows, tokenizer.pad_token_id)
         outputs = backbone(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
+            input_ids=inputs["input_ids"].to(device),
+            attention_mask=inputs["attention_mask"].to(device),
             attention_type="bidirectional",
             output_hidden_states=need_all_states,
         )
@@ -296,11 +289,9 @@ def _tokenize_residues(tokenizer: Any, sequences: list[str]) -> list[list[int]]:
     return residue_ids
 
 
-def _special_ids(tokenizer: Any) -> tuple[int, int, int]:
-    ids = (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
-    if any(token_id is None for token_id in ids):
+def _check_special_ids(tokenizer: Any) -> None:
+    if None in (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id):
         raise ValueError("the tokenizer needs pad, bos and eos tokens to embed sequences")
-    return ids
 
 
 def _to_output(result: dict[str, torch.Tensor], return_tensors: str) -> dict[str, Any]:
@@ -376,7 +367,8 @@ def embed_sequences(
     was_training = backbone.training
     backbone.eval()
     try:
-        for owner, result in _iter_embeddings(backbone, *_special_ids(tokenizer), residue_ids, options):
+        _check_special_ids(tokenizer)
+        for owner, result in _iter_embeddings(backbone, tokenizer, residue_ids, options):
             results[owner] = _to_output(result, return_tensors)
             bar.update(1)
     finally:
@@ -677,8 +669,8 @@ def _embed_chunk(
     skipped = [[index, record_id, "empty"] for (index, record_id, _), ids in zip(chunk, residue_ids) if not ids]
     bar.update(len(skipped))
     tensors: dict[str, torch.Tensor] = {}
-    special_ids = _special_ids(tokenizer)
-    embedded = _iter_embeddings(backbone, *special_ids, [ids for _, ids in kept], options, STORAGE_DTYPES[dtype])
+    _check_special_ids(tokenizer)
+    embedded = _iter_embeddings(backbone, tokenizer, [ids for _, ids in kept], options, STORAGE_DTYPES[dtype])
     for position, result in embedded:
         index = kept[position][0][0]
         for name, value in result.items():

@@ -46,6 +46,7 @@ from transformers import (
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
+from ..data.collators import pad_rows, padded_inputs
 from ..tokenization_plm import glm_layout
 from .context import context_residues
 
@@ -246,11 +247,6 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _pad_left(rows: list[list[int]], pad_value: int) -> torch.Tensor:
-    width = max(len(row) for row in rows)
-    return torch.tensor([[pad_value] * (width - len(row)) + row for row in rows], dtype=torch.long)
-
-
 def _sampling_kwargs(do_sample: bool, temperature: float, top_k: int, top_p: float) -> dict[str, Any]:
     # Sampling filters only when sampling (generate() warns about them otherwise); explicit values override any
     # generation_config.json of the checkpoint (transformers' global default top_k is 50).
@@ -336,9 +332,7 @@ def _generation_rows(
 
 def prepare_generation_batch(tokenizer: PreTrainedTokenizerBase, rows: list[Row]) -> dict[str, Any]:
     """Left-padded `input_ids` and `attention_mask` for a batch of rows (positions come from the mask)."""
-    input_ids = _pad_left([ids for _, ids in rows], tokenizer.pad_token_id)
-    attention_mask = _pad_left([[1] * len(ids) for _, ids in rows], 0)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "rows": rows}
+    return {**padded_inputs([ids for _, ids in rows], tokenizer.pad_token_id, side="left"), "rows": rows}
 
 
 def run_generation_batch(
@@ -577,10 +571,10 @@ def _infill_chunk(
         if not generating:
             continue
         layouts = [_glm_inputs(row.template, row.spans, sop) for row, _ in generating]
-        input_ids = _pad_left([layout[0] for layout in layouts], pad)
-        attention_mask = _pad_left([[1] * len(layout[0]) for layout in layouts], 0)
-        position_ids = _pad_left([layout[1] for layout in layouts], 0)
-        block_position_ids = _pad_left([layout[2] for layout in layouts], 0)
+        inputs = padded_inputs([layout[0] for layout in layouts], pad, side="left")
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        position_ids = pad_rows([layout[1] for layout in layouts], 0, side="left")
+        block_position_ids = pad_rows([layout[2] for layout in layouts], 0, side="left")
         width = input_ids.shape[1]
         row_budgets = torch.tensor([budget for _, budget in generating])
         device = model.device

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, Pipeline, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from ..data.collators import STANDARD_AMINO_ACIDS
+from ..data.collators import STANDARD_AMINO_ACIDS, padded_inputs
 from .context import context_residues
 
 __all__ = [
@@ -239,15 +239,10 @@ def _batched_logits(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         rows = [row_of(key) for key in chunk]
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for number, row in enumerate(rows):
-            input_ids[number, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[number, : len(row)] = 1
+        inputs = padded_inputs(rows, pad_id)
         logits = model(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
+            input_ids=inputs["input_ids"].to(device),
+            attention_mask=inputs["attention_mask"].to(device),
             attention_type=attention_type,
             use_cache=False,
         ).logits
@@ -269,7 +264,7 @@ def _masked_position_log_probs(
 ) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
     """For each job `(sequence index, 0-based residue index)`, the float32 log-probabilities over the vocabulary at
     that residue with it masked (windowed for sequences longer than the context). Yields in length order."""
-    bos, eos, pad, mask = _special_ids(tokenizer, need_mask=True)
+    _, _, pad, mask = _special_ids(tokenizer, need_mask=True)
     size = context_residues(model.config)
 
     def window_of(job: tuple[int, int]) -> tuple[int, int]:
@@ -279,7 +274,7 @@ def _masked_position_log_probs(
         start, end = window_of(job)
         window = residue_ids[job[0]][start:end]
         window[job[1] - start] = mask  # the slice is a copy
-        return [bos, *window, eos]
+        return tokenizer.build_inputs_with_special_tokens(window)
 
     def length_of(job: tuple[int, int]) -> int:
         start, end = window_of(job)
@@ -395,7 +390,7 @@ def causal_log_likelihood(
     result. Raises ValueError for a sequence longer than the model's context.
     """
     sequences = _check_sequences(sequences)
-    bos, eos, pad, _ = _special_ids(tokenizer, need_mask=False)
+    _, eos, pad, _ = _special_ids(tokenizer, need_mask=False)
     residue_ids = [_residue_ids(tokenizer, sequence, f"sequence {n}") for n, sequence in enumerate(sequences)]
     _check_fits(model, residue_ids, "the causal log-likelihood")
     totals = [0.0] * len(sequences)
@@ -403,7 +398,7 @@ def causal_log_likelihood(
         for n, logits in _batched_logits(
             model,
             list(range(len(sequences))),
-            row_of=lambda n: [bos, *residue_ids[n], eos],
+            row_of=lambda n: tokenizer.build_inputs_with_special_tokens(residue_ids[n]),
             length_of=lambda n: len(residue_ids[n]) + 2,
             attention_type="causal",
             pad_id=pad,
@@ -419,13 +414,13 @@ def causal_log_likelihood(
 
 def _wild_type_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> torch.Tensor:
     """(L, vocab) log-probabilities at each residue of one unmasked bidirectional pass."""
-    bos, eos, pad, _ = _special_ids(tokenizer, need_mask=False)
+    _, _, pad, _ = _special_ids(tokenizer, need_mask=False)
     _check_fits(model, [ids], "wt-marginal")
     with _inference(model):
         ((_, logits),) = _batched_logits(
             model,
             [0],
-            row_of=lambda _: [bos, *ids, eos],
+            row_of=lambda _: tokenizer.build_inputs_with_special_tokens(ids),
             length_of=lambda _: len(ids) + 2,
             attention_type="bidirectional",
             pad_id=pad,

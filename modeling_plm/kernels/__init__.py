@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache
 
-from ..modeling_plm import PLMMLP, PLMAttention, PLMLMHead, PLMPreTrainedModel
+from ..modeling_plm import PLMLMHead, PLMPreTrainedModel
+from ..modeling_plm_layers import PLMMLP, PLMAttention
 from .cache import PLMCache, PLMCacheLayer
 from .onednn import ONEDNN_AVAILABLE, FusedProjection, OneDNNLinear, resolve_cpu_linear_kernel
 from .packed_attention import PACKED_SDPA, packed_sdpa_attention_forward, packed_sequence_segments

@@ -40,9 +40,17 @@ class RunConfig:
     seed: int = 0
     log_steps: int = 10
     eval_steps: int = 100
+    save_steps: int = 100  # 0: a checkpoint at every evaluation
+    save_total_limit: int = 3
+    resume: str | None = None  # "auto" (the output folder's newest checkpoint) or a checkpoint folder
 
     def validate_shared(self) -> None:
         check_residue_policy(self.invalid_residues)
+        for name in ("save_steps", "eval_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more")
+        if self.save_total_limit < 1:
+            raise ValueError("save_total_limit must be at least 1")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
@@ -70,6 +78,8 @@ class FinetuneConfig(RunConfig):
     min_lr_ratio: float = 0.0
     adam_beta2: float = 0.999
     eval_steps: int = 0
+    save_steps: int = 0
+    save_total_limit: int = 1
     output_dir: str = "runs/finetune"
 
     # Model

@@ -22,6 +22,7 @@ inputs and predicts in the units of the labels.
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..data.collators import token_budget_batches
@@ -57,7 +59,7 @@ from .finetune_data import (
     read_fasta_by_id,
     read_fasta_examples,
 )
-from .loop import TrainingLoop, Window
+from .loop import TrainingLoop, Window, drop_rewritten_rows, resume_point
 from .lora import default_lora_config
 from .metrics import (
     LOWER_IS_BETTER,
@@ -76,6 +78,10 @@ MODEL_CLASSES = {
     "token-classification": PLMForTokenClassification,
 }
 RECORD_FILE = "finetune_record.json"
+CHECKPOINT_DIR = "checkpoints"  # resumable training states, beside the best model
+BEST_WEIGHTS_FILE = "best_weights.safetensors"  # in a checkpoint: the trainable weights of the best step so far
+# Settings a resumed run may change; any other change would make the resumed run a different run.
+RESUME_MAY_CHANGE = ("resume", "overwrite")
 
 
 # ---- the model -----------------------------------------------------------------------------------------------------
@@ -311,9 +317,14 @@ def _json_safe(value: Any) -> Any:
 
 def _prepare_output_dir(config: FinetuneConfig) -> Path:
     output_dir = Path(config.output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
+    if config.resume and config.overwrite:
+        raise ValueError("--resume continues the run in --output-dir and --overwrite deletes it: pass one of them")
+    if not config.resume and output_dir.exists() and any(output_dir.iterdir()):
         if not config.overwrite:
-            raise FileExistsError(f"{output_dir} is not empty: pass --overwrite or a new --output-dir")
+            raise FileExistsError(
+                f"{output_dir} is not empty: pass --resume auto to continue its run, --overwrite to start again, "
+                "or a new --output-dir"
+            )
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     return output_dir
@@ -328,9 +339,9 @@ def save_finetuned(model: torch.nn.Module, tokenizer, output_dir: str | os.PathL
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / RECORD_FILE).write_text(json.dumps(_json_safe(record), indent=2) + "\n")
-    # Replace the files one by one: the folder also holds metrics.jsonl, which stays.
+    # Replace the files one by one: the folder also holds metrics.jsonl and the checkpoints, which stay.
     for old in output_dir.iterdir():
-        if old.name != "metrics.jsonl":
+        if old.name not in ("metrics.jsonl", CHECKPOINT_DIR):
             shutil.rmtree(old) if old.is_dir() else old.unlink()
     for new in staging.iterdir():
         new.rename(output_dir / new.name)
@@ -369,6 +380,9 @@ def _train_loader(features: list[dict[str, Any]], config: FinetuneConfig, accele
             shard_index=accelerator.process_index,
         ),
         collate_fn=partial(collate, pad_token_id=pad_id),
+        # Its own generator: each pass would otherwise draw a seed from torch's global one, which dropout uses, so
+        # that a resumed run (which starts a pass in the middle) would not draw what the uninterrupted run draws.
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
 
@@ -395,12 +409,16 @@ def _run_record(config: FinetuneConfig, *, data: FinetuneData, run: dict[str, An
     }
 
 
-def _windows(loader, config: FinetuneConfig) -> Iterator[Window]:
+def _windows(loader, config: FinetuneConfig, start_step: int = 0) -> Iterator[Window]:
     """The optimizer steps' micro-batches: `gradient_accumulation_steps` batches each, counted across epochs (a last
-    incomplete window is dropped); `info["epoch"]` is the epoch of the window's last batch (0-based)."""
+    incomplete window is dropped); `info["epoch"]` is the epoch of the window's last batch (0-based). From
+    `start_step` on: the batches of the steps before are skipped (the sampler's passes are seeded, so the batches
+    that follow are the uninterrupted run's)."""
+    first_epoch, skipped = divmod(start_step * config.gradient_accumulation_steps, len(loader))
+    loader.batch_sampler.passes = first_epoch
     window: list[dict[str, Any]] = []
-    for epoch in range(config.epochs):
-        for batch in loader:
+    for epoch in range(first_epoch, config.epochs):
+        for batch in itertools.islice(loader, skipped if epoch == first_epoch else 0, None):
             window.append(batch)
             if len(window) == config.gradient_accumulation_steps:
                 yield Window(window, info={"epoch": epoch})
@@ -409,11 +427,13 @@ def _windows(loader, config: FinetuneConfig) -> Iterator[Window]:
 
 class FinetuneSteps:
     """Fine-tuning's side of the training loop: the loss log every `log_steps`, validation on schedule (every
-    `eval_steps`, else once per epoch, and at the end) with early stopping through the tracker."""
+    `eval_steps`, else once per epoch, and at the end) with early stopping through the tracker, and the resumable
+    checkpoints (every `save_steps`, else at every validation, and on SIGTERM)."""
 
     def __init__(self, config: FinetuneConfig, tracker: "FinetuneTracker", loop: TrainingLoop, steps_per_epoch: int):
         self.config, self.tracker, self.loop = config, tracker, loop
         self.eval_every = config.eval_steps or max(1, steps_per_epoch)
+        self.checkpoint_dir = tracker.output_dir / CHECKPOINT_DIR
         self.losses: list[float] = []
         self.epoch = 0
         self.stopped_early = False
@@ -427,9 +447,50 @@ class FinetuneSteps:
             self.tracker.log({"step": step, "epoch": self.epoch + 1, "loss": mean_loss, "learning_rate": learning_rate})
             self.loop.progress.set_postfix(loss=f"{mean_loss:.4f}")
             self.losses = []
-        if step % self.eval_every == 0 or step == self.loop.max_steps:
+        validated = step % self.eval_every == 0 or step == self.loop.max_steps
+        if validated:
             self.stopped_early = self.tracker.validate(step, self.epoch)
+        due = step % self.config.save_steps == 0 if self.config.save_steps else validated
+        # Not at the end (the final save follows) nor on SIGTERM (`on_sigterm` saves this step).
+        if due and step < self.loop.max_steps and not self.stopped_early and not self.loop.stop_requested:
+            self.save_checkpoint()
         return self.stopped_early
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        state = _json_safe(
+            {
+                "config": dataclasses.asdict(self.config),
+                "epoch": self.epoch,
+                "losses": self.losses,
+                "tracker": self.tracker.state_dict(),
+            }
+        )
+        return self.loop.save_checkpoint(
+            self.checkpoint_dir, state, keep=self.config.save_total_limit, write_files=self.tracker.write_best_weights
+        )
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restores the loop (weights, optimizer, schedule, RNGs, step), this side's counters and the tracker."""
+        state = self.loop.load_checkpoint(folder)
+        changed = [
+            f"{name} {state['config'].get(name)!r} -> {value!r}"
+            for name, value in json.loads(json.dumps(dataclasses.asdict(self.config))).items()
+            if name not in RESUME_MAY_CHANGE and state["config"].get(name) != value
+        ]
+        if changed:
+            raise ValueError(
+                f"{folder}: cannot resume with other settings than the run's ({'; '.join(changed)}); "
+                "pass the same settings, or start a new run in a new --output-dir"
+            )
+        self.epoch, self.losses = state["epoch"], state["losses"]
+        self.tracker.load_state_dict(state["tracker"], folder)
+
+    def on_sigterm(self) -> None:
+        """A resumable checkpoint of this step, then the best model so far with status "interrupted"."""
+        saved = self.save_checkpoint()
+        self.tracker.save_interrupted()
+        self.loop.accelerator.print(f"SIGTERM: saved {saved}; continue with --resume auto")
 
 
 class FinetuneTracker:
@@ -497,6 +558,21 @@ class FinetuneTracker:
         patience = self.config.early_stopping_patience
         return bool(patience) and self.evals_without_gain >= patience
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the tracker (the best weights go to their own file: `write_best_weights`)."""
+        return {"best_value": self.best_value, "evals_without_gain": self.evals_without_gain, "record": self.record}
+
+    def write_best_weights(self, folder: Path) -> None:
+        weights = {name: tensor.detach().cpu().contiguous() for name, tensor in self.best_state.items()}
+        save_file(weights, folder / BEST_WEIGHTS_FILE)
+
+    def load_state_dict(self, state: dict[str, Any], folder: Path) -> None:
+        self.best_value, self.evals_without_gain = state["best_value"], state["evals_without_gain"]
+        self.record.clear()
+        self.record.update(state["record"])
+        device = next(self.model.parameters()).device
+        self.best_state = {name: t.to(device) for name, t in load_file(folder / BEST_WEIGHTS_FILE).items()}
+
     def save_interrupted(self) -> None:
         """On SIGTERM: the best weights so far, saved with status "interrupted"."""
         self.restore_best()
@@ -521,8 +597,18 @@ def finetune(config: FinetuneConfig) -> Path:
     config.resolve_paths()
     config.validate()
     # Gradient accumulation is the training loop's (windows of micro-batches), not accelerate's.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.mixed_precision)
+    # The loop steps the schedule once per optimizer step (accelerate would step it once per process).
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=config.mixed_precision,
+        step_scheduler_with_optimizer=False,
+    )
     output_dir = _prepare_output_dir(config) if accelerator.is_main_process else Path(config.output_dir)
+    accelerator.wait_for_everyone()
+    if config.resume and (output_dir / RECORD_FILE).exists() and read_record(output_dir)["status"] == "finished":
+        accelerator.print(f"{output_dir}: this run has finished already; nothing to resume")
+        return output_dir
+    resume_from = resume_point(config.resume, output_dir / CHECKPOINT_DIR, output_dir, accelerator.process_index)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     run = _encoded_splits(config, tokenizer, context_residues(AutoConfig.from_pretrained(config.model)))
@@ -547,9 +633,8 @@ def finetune(config: FinetuneConfig) -> Path:
     # Windows of `gradient_accumulation_steps` micro-batches, counted across epochs.
     total_steps = len(loader) * config.epochs // config.gradient_accumulation_steps
     optimizer = _optimizer(model, config)
-    # Not prepared: accelerate would step it once per process; it is stepped once per optimizer step below.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, total_steps, config))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
     statistics = None
     if task != "token-classification" and config.standardize_pooled:
@@ -570,15 +655,6 @@ def finetune(config: FinetuneConfig) -> Path:
     )
 
     with standardized_head_inputs(unwrapped, statistics):  # removed again before returning
-        initial = tracker.evaluate("valid")
-        record["initial_valid"] = initial
-        tracker.log({"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in initial.items()}})
-        tracker.keep_best(0, initial)
-        accelerator.print(
-            f"{task} {config.method}: " + " / ".join(f"{n} {k}" for k, n in data.stats["sequences"].items()) + " "
-            f"sequences, {parameters['trainable']:,} of {parameters['total']:,} parameters trained; "
-            f"valid {config.best_metric} before training {_number(initial[config.best_metric])}"
-        )
         loop = TrainingLoop(
             accelerator,
             model,
@@ -592,9 +668,17 @@ def finetune(config: FinetuneConfig) -> Path:
             description=f"fine-tuning ({config.method})",
         )
         steps = FinetuneSteps(config, tracker, loop, steps_per_epoch=len(loader) // config.gradient_accumulation_steps)
-        windows = _windows(loader, config)
+        if resume_from is not None:
+            steps.load_checkpoint(resume_from)
+            record.setdefault("resumed_from", []).append(str(resume_from))
+            accelerator.print(f"Resumed fine-tuning from {resume_from} (step {loop.step} of {total_steps})")
+        if accelerator.is_main_process:  # rows after the checkpoint are logged again (all of them on a fresh start)
+            drop_rewritten_rows(output_dir / "metrics.jsonl", lambda row: loop.step == 0 or row["step"] > loop.step)
+        if resume_from is None:
+            _initial_validation(tracker, data, parameters)
+        windows = _windows(loader, config, start_step=loop.step)
         model.train()
-        stopped_early = loop.run(lambda: next(windows, None), steps.after_step, on_sigterm=tracker.save_interrupted)
+        stopped_early = loop.run(lambda: next(windows, None), steps.after_step, on_sigterm=steps.on_sigterm)
         step, epochs_run = loop.step, steps.epoch + 1 if stopped_early else config.epochs
         tracker.restore_best()  # the test split and the final save use the best weights
         record.update(steps=step, epochs_run=epochs_run, stopped_early=stopped_early)
@@ -608,6 +692,20 @@ def finetune(config: FinetuneConfig) -> Path:
         tracker.save("finished")
     accelerator.wait_for_everyone()
     return output_dir
+
+
+def _initial_validation(tracker: FinetuneTracker, data: FinetuneData, parameters: dict[str, int]) -> None:
+    """The validation metrics of the untrained model, logged as step 0 and kept as the best so far."""
+    config = tracker.config
+    initial = tracker.evaluate("valid")
+    tracker.record["initial_valid"] = initial
+    tracker.log({"step": 0, "epoch": 0, **{f"valid_{k}": v for k, v in initial.items()}})
+    tracker.keep_best(0, initial)
+    tracker.accelerator.print(
+        f"{config.task} {config.method}: " + " / ".join(f"{n} {k}" for k, n in data.stats["sequences"].items()) + " "
+        f"sequences, {parameters['trainable']:,} of {parameters['total']:,} parameters trained; "
+        f"valid {config.best_metric} before training {_number(initial[config.best_metric])}"
+    )
 
 
 # ---- loading and prediction ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.collators import IGNORE_INDEX, pad_rows, padded_inputs
 from ..data.fasta import file_format, open_text, read_fasta
 from ..data.residues import apply_residue_policy, invalid_character_pattern
 from .config import FinetuneConfig
@@ -432,19 +433,11 @@ def encode_examples(
 
 def collate(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Dynamic padding on the right: `input_ids`, `attention_mask` and `labels` (-100 at padding of token labels)."""
-    width = max(len(f["input_ids"]) for f in features)
-    input_ids = torch.full((len(features), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-    for row, feature in enumerate(features):
-        input_ids[row, : len(feature["input_ids"])] = torch.tensor(feature["input_ids"])
-        attention_mask[row, : len(feature["input_ids"])] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    batch = padded_inputs([f["input_ids"] for f in features], pad_token_id)
     if "labels" in features[0]:
         first = features[0]["labels"]
         if isinstance(first, list):
-            labels = torch.full((len(features), width), -100, dtype=torch.long)
-            for row, feature in enumerate(features):
-                labels[row, : len(feature["labels"])] = torch.tensor(feature["labels"])
+            labels = pad_rows([f["labels"] for f in features], IGNORE_INDEX)
         elif isinstance(first, float):
             labels = torch.tensor([f["labels"] for f in features], dtype=torch.float32)
         else:

@@ -45,6 +45,38 @@ def checkpoints_in(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
 
 
+def resume_point(resume: str | None, checkpoint_dir: Path, output_dir: Path, rank: int) -> Path | None:
+    """The checkpoint a run continues from: `resume` is None (a fresh start, refused where this run already has
+    checkpoints), "auto" or the run's output folder (its newest checkpoint; None when it has none yet) or one
+    checkpoint folder."""
+    if not resume:
+        if checkpoints_in(checkpoint_dir):
+            raise FileExistsError(
+                f"{checkpoint_dir} already has checkpoints: pass --resume auto to continue, or a new --output-dir"
+            )
+        return None
+    if resume == "auto" or Path(resume).resolve() == output_dir.resolve():
+        found = checkpoints_in(checkpoint_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / f"trainer_state_rank{rank}.json").exists():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint of this run")
+    return path
+
+
+def drop_rewritten_rows(metrics_file: Path, rewritten: Callable[[dict[str, Any]], bool]) -> None:
+    """Removes the `metrics.jsonl` rows a resumed run is about to log again (those after its checkpoint), so that
+    the file holds each step once. Call on the main process only."""
+    if not metrics_file.exists():
+        return
+    lines = metrics_file.read_text().splitlines()
+    keep = [line for line in lines if not rewritten(json.loads(line))]
+    if len(keep) != len(lines):
+        temporary = metrics_file.with_suffix(".tmp")
+        temporary.write_text("".join(line + "\n" for line in keep))
+        os.replace(temporary, metrics_file)
+
+
 class TrainingLoop:
     """Optimizer steps on a prepared model, optimizer and scheduler (see the module docstring).
 
@@ -162,9 +194,16 @@ class TrainingLoop:
         self.stop_requested = True  # acted on after the current step, on every rank together
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
-    def save_checkpoint(self, checkpoint_dir: Path, state: dict[str, Any], keep: int) -> Path:
+    def save_checkpoint(
+        self,
+        checkpoint_dir: Path,
+        state: dict[str, Any],
+        keep: int,
+        write_files: Callable[[Path], None] | None = None,
+    ) -> Path:
         """accelerate's state (model, optimizer, schedule, RNGs) plus `state` (this rank's, as JSON) in
-        `checkpoint_dir/step-N`, written atomically; only the newest `keep` checkpoints stay."""
+        `checkpoint_dir/step-N`, written atomically; only the newest `keep` checkpoints stay. `write_files(folder)`,
+        on the main process, adds the caller's own files to the checkpoint before it is complete."""
         accelerator = self.accelerator
         final = checkpoint_dir / f"{CHECKPOINT_PREFIX}{self.step:07d}"
         temporary = final.with_name(final.name + ".tmp")
@@ -175,6 +214,8 @@ class TrainingLoop:
         accelerator.save_state(str(temporary))
         rank_state = {"step": self.step, **state}
         (temporary / f"trainer_state_rank{accelerator.process_index}.json").write_text(json.dumps(rank_state))
+        if write_files is not None and accelerator.is_main_process:
+            write_files(temporary)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             shutil.rmtree(final, ignore_errors=True)

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from ..modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
 from ..tokenization_plm import PLMTokenizerFast
 from .config import RunConfig, expand_data_path
 from .flops import flops_6nd, non_embedding_parameters, training_flops
-from .loop import TrainingLoop, Window, checkpoints_in
+from .loop import TrainingLoop, Window, drop_rewritten_rows, resume_point
 from .presets import config_from_preset
 
 logger = logging.getLogger("modeling_plm.training.trainer")
@@ -87,9 +86,6 @@ class PretrainConfig(RunConfig):
     # Bookkeeping
     eval_batch_size: int = 16
     eval_objectives: list[str] = field(default_factory=list)
-    save_steps: int = 100
-    save_total_limit: int = 3
-    resume: str | None = None
     report_to: str = "tensorboard"
 
     def validate(self) -> None:
@@ -98,6 +94,8 @@ class PretrainConfig(RunConfig):
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if not self.train_file:
             raise ValueError("no training data: pass --train-file PATH[:WEIGHT] (repeatable)")
+        if self.eval_steps < 1:
+            raise ValueError("eval_steps must be at least 1")
         for objective in self.eval_objectives:
             if objective not in ATTENTION_OF_OBJECTIVE:
                 raise ValueError(f"eval objective must be mlm, clm or glm, got {objective!r}")
@@ -260,6 +258,8 @@ class PhaseRunner:
             mixed_precision=config.mixed_precision,
             log_with=config.report_to if config.report_to != "none" else None,
             project_dir=str(output_dir),
+            # The loop steps the schedule once per optimizer step (accelerate would step it once per process).
+            step_scheduler_with_optimizer=False,
         )
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.tokenizer = PLMTokenizerFast()
@@ -429,7 +429,7 @@ class PhaseRunner:
     def run(self, eval_objectives: list[str], metrics_file: Path, record: dict[str, Any]) -> dict[str, Any]:
         accelerator, config = self.accelerator, self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        resume_from = self._resume_point()
+        resume_from = resume_point(self.config.resume, self.checkpoint_dir, Path(self.config.output_dir), self.rank)
         if resume_from is not None:
             self.load_checkpoint(resume_from)
             accelerator.print(f"Resumed {self.objective} from {resume_from} (step {self.step})")
@@ -485,7 +485,8 @@ class PhaseRunner:
         if step % config.eval_steps == 0 or step == self.max_steps:
             self.last_eval = self.evaluate(eval_objectives)
             self._log_eval(self.last_eval, metrics_file)
-        if not self.loop.stop_requested and (step % config.save_steps == 0 or step == self.max_steps):
+        save_every = config.save_steps or config.eval_steps  # 0: at every evaluation
+        if not self.loop.stop_requested and (step % save_every == 0 or step == self.max_steps):
             self.last_good = self.save_checkpoint()  # (on SIGTERM, `_save_on_sigterm` saves this step)
         return False
 
@@ -497,37 +498,13 @@ class PhaseRunner:
         saved = self.save_checkpoint()
         self.accelerator.print(f"SIGTERM: saved {saved}; resume with --resume")
 
-    def _resume_point(self) -> Path | None:
-        resume = self.config.resume
-        if not resume:
-            if checkpoints_in(self.checkpoint_dir):
-                raise FileExistsError(
-                    f"{self.checkpoint_dir} already has checkpoints: pass --resume to continue, or a new --output-dir"
-                )
-            return None
-        if resume == "auto" or Path(resume) == Path(self.config.output_dir):
-            found = checkpoints_in(self.checkpoint_dir)
-            return found[-1] if found else None
-        path = Path(resume)
-        if not (path / f"trainer_state_rank{self.rank}.json").exists():
-            raise FileNotFoundError(f"{path} is not a complete checkpoint of this run")
-        return path
-
     def _drop_metrics_to_be_rewritten(self, metrics_file: Path) -> None:
-        """Rows this phase logged after the checkpoint it resumes from (or all of them, when it starts afresh) are
-        about to be logged again: drop them, so that the file holds each step once."""
-        if not self.accelerator.is_main_process or not metrics_file.exists():
-            return
-
-        def rewritten(row: dict[str, Any]) -> bool:
-            return row.get("objective") == self.objective and (row["step"] > self.step or self.step == 0)
-
-        lines = metrics_file.read_text().splitlines()
-        keep = [line for line in lines if not rewritten(json.loads(line))]
-        if len(keep) != len(lines):
-            temporary = metrics_file.with_suffix(".tmp")
-            temporary.write_text("".join(line + "\n" for line in keep))
-            os.replace(temporary, metrics_file)
+        """Rows this phase logged after the checkpoint it resumes from (or all of them, when it starts afresh)."""
+        if self.accelerator.is_main_process:
+            drop_rewritten_rows(
+                metrics_file,
+                lambda row: row.get("objective") == self.objective and (row["step"] > self.step or self.step == 0),
+            )
 
     def _write_metrics(self, entry: dict[str, Any], metrics_file: Path) -> None:
         if self.accelerator.is_main_process:
