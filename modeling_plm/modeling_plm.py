@@ -79,6 +79,109 @@ def resolve_cache_argument(cache: Cache | None, past_key_values: Cache | None) -
     return past_key_values
 
 
+# nn.Embedding indexes with these; the position streams and class labels follow the same rule.
+INDEX_DTYPES = (torch.long, torch.int)
+
+
+def check_forward_inputs(
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    block_position_ids: torch.Tensor | None,
+    past_length: int,
+    hidden_size: int,
+    vocab_size: int,
+) -> None:
+    """Errors that name the argument and the expected shape or value, raised before torch fails deep inside (or
+    broadcasts a wrong shape silently). Shape checks cost nothing; the id check is one reduction."""
+    if (input_ids is None) == (inputs_embeds is None):
+        given = "both" if input_ids is not None else "neither"
+        raise ValueError(f"Pass exactly one of input_ids or inputs_embeds (got {given}).")
+    name, tokens = ("input_ids", input_ids) if input_ids is not None else ("inputs_embeds", inputs_embeds)
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tokens).__name__}")
+    if input_ids is not None:
+        if input_ids.dtype not in INDEX_DTYPES:
+            raise TypeError(f"input_ids must be a tensor of token ids (torch.long), got dtype {input_ids.dtype}")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be 2-D (batch, seq), got shape {tuple(input_ids.shape)}")
+    elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden_size:
+        raise ValueError(
+            f"inputs_embeds must be 3-D (batch, seq, hidden_size={hidden_size}), got shape {tuple(inputs_embeds.shape)}"
+        )
+    elif not inputs_embeds.is_floating_point():
+        raise TypeError(f"inputs_embeds must be a floating-point tensor, got dtype {inputs_embeds.dtype}")
+    batch_size, seq_length = tokens.shape[:2]
+    if seq_length == 0:
+        raise ValueError(f"{name} has sequence length 0 (shape {tuple(tokens.shape)}): pass at least one token per row")
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
+        expected = (batch_size, past_length + seq_length)
+        if tuple(attention_mask.shape) != expected:
+            past = f" ({past_length} cached + {seq_length} new tokens)" if past_length else ""
+            raise ValueError(
+                f"attention_mask must have shape (batch, past + seq) = {expected}{past} of 1s and 0s, "
+                f"got {tuple(attention_mask.shape)}"
+            )
+    for positions_name, positions in (("position_ids", position_ids), ("block_position_ids", block_position_ids)):
+        if positions is None:
+            continue
+        if not isinstance(positions, torch.Tensor) or positions.dtype not in INDEX_DTYPES:
+            got = f"dtype {positions.dtype}" if isinstance(positions, torch.Tensor) else type(positions).__name__
+            raise TypeError(f"{positions_name} must be an integer tensor (torch.long), got {got}")
+        # A (1, seq) row is shared by the whole batch; anything else must match the tokens one to one.
+        if positions.dim() != 2 or positions.shape[0] not in (1, batch_size) or positions.shape[1] != seq_length:
+            raise ValueError(
+                f"{positions_name} must have shape (batch, seq) = {(batch_size, seq_length)} like {name}, or "
+                f"(1, {seq_length}) for one row shared by the batch; got {tuple(positions.shape)}"
+            )
+    # Cached decoding steps feed back the model's own samples: only ids from outside (no cache yet) are checked, which
+    # keeps a reduction and a GPU->CPU sync out of every generated token.
+    if input_ids is not None and past_length == 0:
+        check_token_ids(input_ids, vocab_size)
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """Ids out of range fail as an opaque IndexError on CPU and a device-side assert on GPU; one reduction finds them.
+    Skipped while compiling, where the data-dependent branch would break the graph."""
+    if input_ids.numel() == 0 or input_ids.device.type == "meta" or torch.compiler.is_compiling():
+        return
+    low, high = torch.aminmax(input_ids)
+    if int(low) < 0 or int(high) >= vocab_size:
+        row, position = ((input_ids < 0) | (input_ids >= vocab_size)).nonzero()[0].tolist()
+        raise ValueError(
+            f"input_ids holds id {int(input_ids[row, position])} at (row {row}, position {position}); the vocabulary "
+            f"has {vocab_size} tokens (ids 0 to {vocab_size - 1})"
+        )
+
+
+def check_labels(
+    labels: torch.Tensor, shapes: tuple[tuple[int, ...], ...], num_classes: int | None, ignore_index: int = -100
+) -> None:
+    """`labels` must fit the logits: one of `shapes` and, with `num_classes`, class ids in [0, num_classes) or
+    `ignore_index` (regression and multi-label targets pass None). One reduction, once per loss."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if tuple(labels.shape) not in shapes:
+        expected = " or ".join(str(tuple(shape)) for shape in shapes)
+        raise ValueError(f"labels must have shape {expected} to fit the logits, got {tuple(labels.shape)}")
+    if num_classes is None:
+        return
+    if labels.dtype not in (torch.long, torch.uint8):  # what cross-entropy takes
+        raise TypeError(f"labels must be a tensor of class ids (torch.long), got dtype {labels.dtype}")
+    if labels.numel() == 0 or labels.device.type == "meta" or torch.compiler.is_compiling():
+        return
+    bad = ((labels < 0) & (labels != ignore_index)) | (labels >= num_classes)
+    if bool(bad.any()):
+        index = tuple(bad.nonzero()[0].tolist())
+        raise ValueError(
+            f"labels holds {int(labels[index])} at index {list(index)}; expected class ids 0 to {num_classes - 1} "
+            f"or {ignore_index} (ignored)"
+        )
+
+
 class PLMPreTrainedModel(PreTrainedModel):
     config_class = PLMConfig
     config: PLMConfig
@@ -186,12 +289,10 @@ class PLMModel(PLMPreTrainedModel):
         block_position_ids: GLM block positions: 0 for context tokens, 1, 2, ... for the `<sop>`-started span tokens.
         cache: the decoding cache (`past_key_values` is accepted as its older name).
         attention_type: "bidirectional", "causal" or "glm" (see the module docstring); defaults to the class's.
+
+        Malformed inputs raise a `ValueError` or `TypeError` naming the argument (`check_forward_inputs`).
         """
         cache = resolve_cache_argument(cache, past_key_values)
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        if attention_mask is not None and attention_mask.dim() != 2:
-            raise ValueError("attention_mask must be 2-D (batch, past + current length) of 1s and 0s.")
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -203,6 +304,16 @@ class PLMModel(PLMPreTrainedModel):
             kernels = self.runtime_kernels
             cache = kernels.new_cache(self.config) if kernels is not None else DynamicCache(config=self.config)
         past_length = cache.get_seq_length() if cache is not None else 0
+        check_forward_inputs(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            block_position_ids=block_position_ids,
+            past_length=past_length,
+            hidden_size=self.config.hidden_size,
+            vocab_size=getattr(self.get_input_embeddings(), "num_embeddings", self.config.vocab_size),
+        )
         tokens = input_ids if input_ids is not None else inputs_embeds
         padding_mask = None
         if attention_mask is not None:
@@ -460,6 +571,7 @@ class PLMForMaskedLM(PLMLanguageModelBase):
         )
         loss = None
         if labels is not None:
+            check_labels(labels, (logits.shape[:-1],), logits.shape[-1], kwargs.get("ignore_index", -100))
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
@@ -508,6 +620,8 @@ class PLMForCausalLM(PLMLanguageModelBase, GenerationMixin):
         )
         loss = None
         if labels is not None:
+            # The input ids themselves (shifted in the loss), so all logits must be kept: logits_to_keep=0.
+            check_labels(labels, (logits.shape[:-1],), logits.shape[-1], kwargs.get("ignore_index", -100))
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
@@ -662,6 +776,19 @@ class PLMForSequenceClassification(PLMClassifierBase):
         return self.classifier(pool_residues(hidden_states, mask, self.config.classifier_pooling, bos_index))
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, **kwargs) -> torch.Tensor:
+        problem_type, batch_size = self.config.problem_type, logits.shape[0]
+        ignore_index = kwargs.get("ignore_index", -100)
+        if problem_type is None:  # transformers' rule, which its loss then stores in the config
+            is_ids = getattr(labels, "dtype", None) in (torch.long, torch.int)
+            problem_type = "regression" if self.num_labels == 1 else "single_label_classification" if is_ids else None
+        if problem_type == "single_label_classification":  # one class id per row ((batch, 1) is flattened)
+            check_labels(labels, ((batch_size,), (batch_size, 1)), self.num_labels, ignore_index)
+        elif problem_type == "regression" and self.num_labels == 1:  # one value per row
+            check_labels(labels, ((batch_size,), (batch_size, 1)), None)
+        else:  # one value per row and label
+            check_labels(labels, (tuple(logits.shape),), None)
+            if problem_type != "regression" and not labels.is_floating_point():
+                raise TypeError(f"multi-label classification labels must be floats (0.0 or 1.0), not {labels.dtype}")
         return self.loss_function(labels=labels, pooled_logits=logits, config=self.config, **kwargs)
 
 
@@ -680,6 +807,7 @@ class PLMForTokenClassification(PLMClassifierBase):
         return self.classifier(self.dropout(hidden_states))
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor, **kwargs) -> torch.Tensor:
+        check_labels(labels, (logits.shape[:-1],), self.num_labels, kwargs.get("ignore_index", -100))
         return self.loss_function(logits=logits, labels=labels, config=self.config, **kwargs)
 
 

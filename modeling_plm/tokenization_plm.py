@@ -148,10 +148,23 @@ class PLMTokenizerFast(PreTrainedTokenizerFast):
     ``PLMTokenizerFast(vocab_file="vocab.txt", bos_token="<cls>")`` builds one from any one-token-per-line vocabulary,
     including ESM-2's, with the same ids as the original.
 
-    Every sequence is encoded as ``<bos> residues <eos>`` (pairs: ``<bos> A <eos> B <eos>``). Whitespace is ignored,
-    lower-case residues are upper-cased, and special tokens such as ``<mask>`` or ``<smask>`` written inside a
-    sequence (``"MKT<mask>LV"``) are recognised as single tokens. ``decode`` returns the residues with no spaces
+    Every sequence is encoded as ``<bos> residues <eos>`` (pairs: ``<bos> A <eos> B <eos>``). Whitespace is ignored
+    and lower-case residues are upper-cased. ``decode`` returns the residues with no spaces
     (``skip_special_tokens=True`` keeps only residues).
+
+    Input: ``text`` (and ``text_pair``) is one sequence (``str``), a batch of them (a non-empty list of ``str``, or of
+    ``(text, text_pair)`` string pairs) or, with ``is_split_into_words=True``, one or a batch of lists of strings.
+    Anything else raises ``TypeError`` naming the argument and, in a batch, the index of the item (``text: item 1 of
+    the batch is None (NoneType), not a string``); an empty batch raises ``ValueError``. An empty (or whitespace-only)
+    sequence is valid and encodes to ``<bos> <eos>``, as transformers' tokenizers encode ``""``: callers that need at
+    least one residue check for it (the embedding and scoring engines do).
+
+    Special tokens in the text: any special token of the vocabulary written inside a sequence (``"MKT<mask>LV"``,
+    ``<smask>``, ``<gmask>``, also ``<bos>``, ``<eos>`` and ``<pad>``) is encoded as that single token, on purpose:
+    this is how masked positions are given for scoring and spans for GLM infilling. Such tokens are kept as written
+    (a ``<eos>`` typed into a sequence ends up inside it); only ``<`` and ``>`` outside a special token are invalid
+    residues. With ``split_special_tokens=True`` the backend would spell a special token as letters (``<mask>`` as
+    ``< M A S K >``), so a special token in the text then raises ``ValueError`` naming it and its position.
 
     Invalid residues: the valid residues are the single-character, non-special tokens of the vocabulary (for the
     default vocabulary ``ACDEFGHIKLMNPQRSTVWYXBZUO``; for ESM-2 also ``.`` and ``-``). Any other character in the
@@ -325,10 +338,29 @@ class PLMTokenizerFast(PreTrainedTokenizerFast):
     def _encode_plus(self, text: Any, text_pair: Any = None, **kwargs: Any) -> BatchEncoding:
         # Every encoding entry point (__call__, encode, tokenize, text_target) funnels through here.
         is_split_into_words = bool(kwargs.get("is_split_into_words", False))
+        split_special_tokens = kwargs.get("split_special_tokens")
+        split_special_tokens = self.split_special_tokens if split_special_tokens is None else split_special_tokens
+        self._check_text_input(text, "text", is_split_into_words, split_special_tokens)
         text = self._apply_policy_to_input(text, is_split_into_words, pair_suffix="")
         if text_pair is not None:
+            self._check_text_input(text_pair, "text_pair", is_split_into_words, split_special_tokens)
             text_pair = self._apply_policy_to_input(text_pair, is_split_into_words, pair_suffix=" of text_pair")
         return super()._encode_plus(text, text_pair=text_pair, **kwargs)
+
+    def _check_text_input(self, text: Any, name: str, is_split_into_words: bool, split_special_tokens: bool) -> None:
+        """``TypeError`` naming the argument and the item for any input but those the class docstring lists; with
+        ``split_special_tokens``, ``ValueError`` for a special token in the text (the backend would spell it out)."""
+        pieces = _strings_of(text, name, is_split_into_words)
+        if not split_special_tokens:
+            return
+        for piece, location in pieces:
+            for match in self._residue_pattern.finditer(piece):
+                if match.lastgroup == "special":
+                    raise ValueError(
+                        f"Special token {match.group()!r} at position {match.start() + 1}{location}: with "
+                        "split_special_tokens=True it would be encoded as the residues of its letters; remove it "
+                        "or leave split_special_tokens False"
+                    )
 
     def _apply_policy_to_input(self, text: Any, is_split_into_words: bool, pair_suffix: str) -> Any:
         """Apply ``invalid_residues`` to any input shape accepted by ``_encode_plus``; other shapes pass through."""
@@ -418,6 +450,49 @@ class PLMTokenizerFast(PreTrainedTokenizerFast):
         # The base class writes only tokenizer.json; vocab.txt keeps checkpoints readable by ESM-style tools.
         file_names = super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)
         return file_names + self.save_vocabulary(os.fspath(save_directory), filename_prefix)
+
+
+def _describe(item: Any) -> str:
+    return f"{item!r:.40} ({type(item).__name__})"
+
+
+def _strings_of(text: Any, name: str, is_split_into_words: bool) -> list[tuple[str, str]]:
+    """The strings of an input with their place (" of sequence 2 of text"), or ``TypeError``/``ValueError`` naming
+    the argument and the item when the input has a shape that ``_encode_plus`` does not take."""
+    if isinstance(text, str):
+        return [(text, f" of {name}")]
+    if not isinstance(text, (list, tuple)):
+        raise TypeError(f"{name} must be a protein sequence (str) or a list of them (a batch), got {_describe(text)}")
+    if not text:
+        raise ValueError(f"{name} is an empty list: pass at least one sequence")
+    strings = []
+    if is_split_into_words:
+        rows = text if isinstance(text[0], (list, tuple)) else [text]
+        for row_index, row in enumerate(rows):
+            if not isinstance(row, (list, tuple)):
+                raise TypeError(
+                    f"{name}: item {row_index} of the batch is {_describe(row)}, not a list of strings "
+                    "(is_split_into_words=True)"
+                )
+            for word_index, word in enumerate(row):
+                if not isinstance(word, str):
+                    raise TypeError(
+                        f"{name}: word {word_index} of sequence {row_index} is {_describe(word)}, not a string"
+                    )
+                strings.append((word, f" of word {word_index} of sequence {row_index} of {name}"))
+        return strings
+    for index, item in enumerate(text):
+        if isinstance(item, str):
+            strings.append((item, f" of sequence {index} of {name}"))
+        elif isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(part, str) for part in item):
+            strings += [(item[0], f" of sequence {index} of {name}"), (item[1], f" of pair {index} of {name}")]
+        else:
+            hint = " (pass is_split_into_words=True for lists of words)" if isinstance(item, (list, tuple)) else ""
+            raise TypeError(
+                f"{name}: item {index} of the batch is {_describe(item)}, not a string; a batch holds protein "
+                f"sequences (str) or (text, text_pair) pairs of them{hint}"
+            )
+    return strings
 
 
 def _compile_residue_pattern(backend: Tokenizer) -> tuple[re.Pattern[str], str]:

@@ -33,7 +33,7 @@ def test_read_fasta_joins_wrapped_lines_and_keeps_descriptions(tmp_path):
 def test_read_fasta_rejects_text_that_is_not_fasta(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("this is not a fasta file\n>later\nMKT\n")
-    with pytest.raises(ValueError, match=r"notes.txt:1: not FASTA"):
+    with pytest.raises(ValueError, match=r"notes.txt, line 1: not FASTA"):
         list(read_fasta(path))
 
 
@@ -45,10 +45,11 @@ def test_read_fasta_reports_a_truncated_gzip(tmp_path):
         list(read_fasta(path))
 
 
-def test_empty_file_has_no_records(tmp_path):
+def test_an_empty_file_is_refused_naming_it(tmp_path):
     path = tmp_path / "empty.fasta"
     path.write_text("")
-    assert list(read_fasta(path)) == []
+    with pytest.raises(ValueError, match="empty.fasta: no FASTA records"):
+        list(read_fasta(path))
 
 
 def test_plm_demo_runs_end_to_end(tmp_path, capsys):

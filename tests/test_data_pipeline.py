@@ -240,21 +240,26 @@ def test_policy_skips_and_counts_bad_records(tmp_path, caplog):
         kept = list(clean_records(path, RecordPolicy(min_length=3), stats))
     assert [(r.id, r.sequence) for r in kept] == [("good", "MKTAYIAK"), ("stop", "MKTAYI"), ("x", "MXBZ")]
     assert stats.as_dict() == dict(
-        read=6, kept=3, empty=1, too_short=1, invalid=1, stop_stripped=1, excluded=0, cropped=0
+        read=6, kept=3, empty=1, too_short=1, invalid=1, repaired=0, stop_stripped=1, excluded=0, cropped=0
     )
     assert stats.read == stats.kept + stats.empty + stats.too_short + stats.invalid + stats.excluded
     warnings = [r for r in caplog.records if r.name == "modeling_plm.data" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "invalid=1" in warnings[0].getMessage() and "bad.fasta" in warnings[0].getMessage()
+    # "X" and "drop" repair the gap instead (counted), as everywhere else the one residue policy applies.
+    for policy, repaired in (("X", "MKTXAYI"), ("drop", "MKTAYI")):
+        stats = RecordStats()
+        kept = list(clean_records(path, RecordPolicy(invalid=policy, min_length=3), stats))
+        assert ("gap", repaired) in [(r.id, r.sequence) for r in kept] and stats.repaired == 1
 
 
 def test_policy_error_names_file_record_position_and_character(tmp_path):
     path = write_fasta(tmp_path / "bad.fasta", [("ok", "MKT"), ("sp|P1|BAD", "MKTAY1AK")])
-    with pytest.raises(ValueError, match=r"bad\.fasta: record 'sp\|P1\|BAD': invalid character '1' at position 6"):
+    with pytest.raises(ValueError, match=r"bad\.fasta: record 'sp\|P1\|BAD': invalid residue '1' at position 6"):
         list(clean_records(path, RecordPolicy(invalid="error"), RecordStats()))
     empty = write_fasta(tmp_path / "hole.fasta", [("ok", "MKT"), ("nothing", "")])
     with pytest.raises(ValueError, match=r"hole\.fasta: record 'nothing': empty sequence"):
         list(clean_records(empty, RecordPolicy(invalid="error"), RecordStats()))
-    with pytest.raises(ValueError, match="invalid character '1' at position 6"):
+    with pytest.raises(ValueError, match="invalid residue '1' at position 6"):
         list(ProteinStream([DataSource(str(path))], policy=RecordPolicy(invalid="error"), valid_fraction=0.0))
     with pytest.raises(ValueError):
         RecordPolicy(invalid="ignore")
@@ -295,14 +300,15 @@ def test_read_id_list_without_header(tmp_path):
     assert read_id_list(path) == {"P12345", "Q9XYZ1"}
 
 
-def test_empty_file(tmp_path, two_sources):
+def test_an_empty_file_is_an_error_that_names_it(tmp_path, two_sources):
+    """An empty FASTA file is never a data source (most likely a failed download): it is refused wherever it is."""
     empty = tmp_path / "empty.fasta"
-    empty.write_text("")
-    valid = list(ProteinStream([DataSource(str(empty)), two_sources[0]], split="valid", valid_fraction=0.5))
-    assert valid == list(ProteinStream([two_sources[0]], split="valid", valid_fraction=0.5)) and valid
-    with pytest.raises(ValueError, match="no usable sequences in .*empty.fasta"):
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="empty.fasta: no FASTA records"):
+        list(ProteinStream([DataSource(str(empty)), two_sources[0]], split="valid", valid_fraction=0.5))
+    with pytest.raises(ValueError, match="empty.fasta: no FASTA records"):
         take(ProteinStream([DataSource(str(empty))]), 1)
-    with pytest.raises(ValueError, match="no usable sequences in .*empty.fasta"):
+    with pytest.raises(ValueError, match="empty.fasta: no FASTA records"):
         take(ProteinStream([two_sources[0], DataSource(str(empty), weight=0.5)], shuffle_buffer=4), 100)
 
 
@@ -314,7 +320,7 @@ def test_train_source_with_no_record_in_the_split_fails_instead_of_spinning(two_
 def test_non_fasta_text_and_truncated_gzip_name_the_file(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello, not a protein file\n")
-    with pytest.raises(ValueError, match=r"notes\.txt:1: not FASTA"):
+    with pytest.raises(ValueError, match=r"notes\.txt, line 1: not FASTA"):
         take(ProteinStream([DataSource(str(text))]), 1)
     cut = tmp_path / "cut.fasta.gz"
     payload = gzip.compress(b"".join(b">P%d\n%s\n" % (i, b"MKTAYIAK" * 40) for i in range(300)))

@@ -266,7 +266,7 @@ def test_duplicate_ids_empty_records_and_invalid_residues(tiny, tmp_path, short_
     assert_same_results([r.arrays for r in loaded], expected)  # both P1 records kept, each its own embedding
 
     bad = write_fasta(tmp_path / "bad.fasta", [("ok1", "MKTAYIAK"), ("sp|Q9BAD", "MKTJAY")])
-    with pytest.raises(ValueError, match=r"record 1 \('sp\|Q9BAD'\): Invalid residue 'J' at position 4"):
+    with pytest.raises(ValueError, match=r"record 1 \('sp\|Q9BAD'\): invalid residue 'J' at position 4"):
         embed_fasta(model, tokenizer, bad, tmp_path / "bad", progress=False)
     for policy, stored in (("X", "MKTXAY"), ("drop", "MKTAY")):
         embed_fasta(model, tokenizer, bad, tmp_path / policy, invalid_residues=policy, progress=False)

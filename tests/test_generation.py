@@ -14,6 +14,7 @@ import modeling_plm  # noqa: F401  (registers the Auto classes)
 from modeling_plm import PLMConfig, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
 from modeling_plm.cli.generate import add_arguments as add_generate_arguments
 from modeling_plm.cli.generate import run as run_generate
+from modeling_plm.cli.main import main
 from modeling_plm.data.collators import glm_infill_inputs
 from modeling_plm.data.fasta import read_fasta
 from modeling_plm.hub.convert import ESM2_VOCAB
@@ -389,11 +390,11 @@ def test_cli_infill_and_misplaced_options(glm_folder, tmp_path, capsys):
     assert records[0].sequence.startswith("MKT") and records[0].sequence.endswith("LVAYIAK")
     assert "template=MKT<smask>LVAYIAK spans=" in records[0].description
     assert records[1].sequence.startswith("MKTAY") and len(records[1].sequence) <= 9
-    assert run_generate(parse_generate([str(glm_folder), "--max-span-length", "4"])) == 2
+    assert main(["generate", str(glm_folder), "--max-span-length", "4"]) == 2
     assert "--max-span-length" in capsys.readouterr().err
-    assert run_generate(parse_generate([str(glm_folder), "--infill", "MKT<smask>L", "--num-sequences", "2"])) == 2
+    assert main(["generate", str(glm_folder), "--infill", "MKT<smask>L", "--num-sequences", "2"]) == 2
     assert "--sample" in capsys.readouterr().err
-    assert run_generate(parse_generate([str(glm_folder), "--prompt", "MK*T", "-o", str(tmp_path / "x.fa")])) == 2
+    assert main(["generate", str(glm_folder), "--prompt", "MK*T", "-o", str(tmp_path / "x.fa")]) == 2
     assert "Invalid residue '*' at position 3" in capsys.readouterr().err and not (tmp_path / "x.fa").exists()
     with pytest.raises(SystemExit):
         parse_generate([str(glm_folder), "--prompt", "MKT", "--infill", "MK<smask>T"])

@@ -275,7 +275,7 @@ def write_fasta(path: Path, records: list[tuple[str, str]]) -> Path:
 def test_bad_inputs_get_the_documented_behaviour(tmp_path):
     empty = tmp_path / "empty.fasta"
     empty.write_text("")
-    with pytest.raises(ValueError, match="no usable sequences"):
+    with pytest.raises(ValueError, match="empty.fasta: no FASTA records"):
         pretrain(tiny_config(tmp_path, train_file=[str(empty)], output_dir=str(tmp_path / "a")))
     notes = tmp_path / "notes.txt"
     notes.write_text("not a fasta file\n")
@@ -288,7 +288,7 @@ def test_bad_inputs_get_the_documented_behaviour(tmp_path):
         pretrain(tiny_config(tmp_path, train_file=[str(truncated)], output_dir=str(tmp_path / "c")))
     good = [(f"ok{i}", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"[i % 5 :]) for i in range(400)]
     invalid = write_fasta(tmp_path / "invalid.fasta", good + [("bad1", "MKT1AY"), ("bad2", "MKJTAY*")])
-    with pytest.raises(ValueError, match=r"record 'bad1': invalid character '1' at position 4"):
+    with pytest.raises(ValueError, match=r"record 'bad1': invalid residue '1' at position 4"):
         pretrain(
             tiny_config(
                 tmp_path,

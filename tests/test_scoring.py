@@ -1,7 +1,6 @@
 """Likelihoods and variant-effect scores: equal to direct forward passes, batched equal to unbatched, clear errors on
 bad mutations, the pipeline equal to the functions, and end to end on ESM's TEM-1 beta-lactamase DMS."""
 
-import argparse
 import csv
 import math
 
@@ -11,8 +10,7 @@ from scipy.stats import spearmanr
 from transformers import pipeline
 
 from modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMTokenizerFast, config_from_preset
-from modeling_plm.cli.score import add_arguments as add_score_arguments
-from modeling_plm.cli.score import run as run_score
+from modeling_plm.cli.main import main
 from modeling_plm.data.fasta import read_fasta
 from modeling_plm.inference.scoring import (
     STANDARD_AMINO_ACIDS,
@@ -301,7 +299,8 @@ def test_blat_dms_scores_end_to_end_with_one_masked_row_per_position(model, toke
 
 
 def run_cli(argv: list[str]) -> int:
-    return run_score(add_score_arguments(argparse.ArgumentParser(prog="plm score")).parse_args(argv))
+    """`plm score ARGV` as the command line runs it (user errors: a message and exit code 2)."""
+    return main(["score", *argv])
 
 
 def test_cli_scores_a_dms_subset_and_prints_the_spearman(model_folder, model, tokenizer, tmp_path, capsys):

@@ -9,10 +9,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from ..data.fasta import find_data_dir, read_fasta
+from ..hub.loading import check_model_folder
 from ..inference.embedding import embed_sequences
 from ..inference.generation import generate_sequences, infill_sequences
 from ..tokenization_plm import PLMTokenizerFast
-from ..training.presets import config_from_preset
+from ..training.presets import PRESETS, config_from_preset
+from . import options
 
 SWISSPROT_SAMPLE = "swissprot2014/sprot2014_sample50k_seed0.fasta.gz"
 HELP = "build a small model and use it as masked LM, causal LM and GLM infiller on real sequences"
@@ -27,10 +29,10 @@ PARSER_OPTIONS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="a trained checkpoint folder (default: build an untrained one)")
-    parser.add_argument("--preset", default="small", help="model preset when no --model (see modeling_plm.PRESETS)")
+    parser.add_argument("--preset", default="small", choices=list(PRESETS), help="model preset when no --model")
     parser.add_argument("--fasta", default=None, help="FASTA(.gz) of sequences; default: the shared Swiss-Prot sample")
-    parser.add_argument("--num-sequences", type=int, default=8)
-    parser.add_argument("--max-length", type=int, default=200, help="skip longer sequences")
+    parser.add_argument("--num-sequences", type=options.positive_int, default=8)
+    parser.add_argument("--max-length", type=options.positive_int, default=200, help="skip longer sequences")
     parser.add_argument("--output-dir", default="outputs/demo-model")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -73,8 +75,14 @@ def run_demo(
     used; without it a fresh `preset` model is built and saved to `output_dir` first.
     """
     torch.manual_seed(seed)
+    if model is not None:
+        check_model_folder(model)
+    elif preset not in PRESETS:
+        raise ValueError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}")
     fasta = Path(fasta) if fasta else default_fasta()
     records = list(itertools.islice((r for r in read_fasta(fasta) if len(r.sequence) <= max_length), num_sequences))
+    if not records:
+        raise ValueError(f"{fasta}: no sequence of at most {max_length} residues (--max-length)")
     print(f"Read {len(records)} sequences of <= {max_length} residues from {fasta}")
 
     if model is None:

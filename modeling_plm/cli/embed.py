@@ -3,11 +3,12 @@
 import argparse
 import json
 
-import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel
 
+from ..data.residues import INVALID_RESIDUE_POLICIES
+from ..hub.loading import load_pretrained, load_tokenizer
 from ..inference.embedding import POOLING_METHODS, STORAGE_DTYPES, embed_fasta
-from ..tokenization_plm import INVALID_RESIDUE_POLICIES
+from . import options
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -37,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = parser.epilog or EPILOG
     parser.add_argument("model", help="model folder or hub id (any modeling_plm checkpoint; its backbone is used)")
     parser.add_argument("fasta", help="input FASTA or FASTA.gz file")
-    parser.add_argument("output_dir", metavar="OUT", help="output folder for shards and manifest.jsonl")
+    parser.add_argument(
+        "output_dir", metavar="OUT", type=options.output_folder, help="output folder for shards and manifest.jsonl"
+    )
     parser.add_argument(
         "--layers",
         type=int,
@@ -69,10 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--invalid-residues",
         choices=INVALID_RESIDUE_POLICIES,
         default="error",
-        help="characters outside the residue alphabet: error (names the record), X (map to X) or drop",
+        help="characters outside the residue alphabet (gaps, digits, <...>): error (names the record), skip the record "
+        "(counted), X (map to X) or drop; a trailing * is always removed (counted)",
     )
     parser.add_argument("--no-resume", action="store_true", help="delete earlier shards/manifest in OUT and restart")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--device", type=options.device, default=None, help="torch device (default: cuda if available, else cpu)"
+    )
     parser.add_argument(
         "--model-dtype", choices=list(STORAGE_DTYPES), default=None, help="dtype to run the model in (default: saved)"
     )
@@ -81,10 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`plm embed`: load the model and tokenizer, run `embed_fasta`, print the summary. Returns the exit status."""
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     load_kwargs = {"dtype": STORAGE_DTYPES[args.model_dtype]} if args.model_dtype else {}
-    model = AutoModel.from_pretrained(args.model, **load_kwargs).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_tokenizer(args.model)
+    model = load_pretrained(AutoModel, args.model, **load_kwargs).to(options.default_device(args.device)).eval()
     summary = embed_fasta(
         model,
         tokenizer,

@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..hub.loading import load_pretrained, load_tokenizer
 from ..inference.generation import DEFAULT_BATCH_SIZE, generate_sequences, infill_sequences
+from . import options
 
 HELP = "generate sequences or fill GLM spans (<smask>/<gmask>); writes FASTA"
 FASTA_LINE_WIDTH = 60
@@ -90,7 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help=f"sequences per generate() call ({DEFAULT_BATCH_SIZE})",
     )
     parser.add_argument(
-        "--device", metavar="DEVICE", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)"
+        "--device",
+        metavar="DEVICE",
+        type=options.device,
+        default=None,
+        help="cpu, cuda, cuda:1, ... (default: cuda when available)",
     )
     parser.add_argument(
         "--output", "-o", metavar="FASTA", default="-", help="FASTA file to write (default: standard output)"
@@ -114,15 +119,11 @@ def _write_fasta(records: list[str], output: str) -> None:
         handle.write("".join(records))
 
 
-def _cli_error(message: str) -> int:
-    print(f"plm generate: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
-    """`plm generate`: load the model, generate or infill, write FASTA; returns the exit status (2: bad input)."""
+    """`plm generate`: load the model, generate or infill, write FASTA; returns the exit status (bad input raises
+    ValueError, which `plm` turns into a message and exit code 2)."""
     if args.num_sequences > 1 and (args.greedy or (args.infill and not args.sample)):
-        return _cli_error(
+        raise ValueError(
             f"--num-sequences {args.num_sequences} needs sampling: greedy decoding gives one result per "
             f"{'template' if args.infill else 'prompt'}{' (pass --sample)' if args.infill else ''}"
         )
@@ -133,11 +134,10 @@ def run(args: argparse.Namespace) -> int:
         unused = {"--max-span-length": args.max_span_length}
     given = [flag for flag, value in unused.items() if value not in (None, False)]
     if given:
-        return _cli_error(f"{', '.join(given)} do(es) not apply {'with' if args.infill else 'without'} --infill")
+        raise ValueError(f"{', '.join(given)} do(es) not apply {'with' if args.infill else 'without'} --infill")
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model).to(device).eval()
+    tokenizer = load_tokenizer(args.model)
+    model = load_pretrained(AutoModelForCausalLM, args.model).to(options.default_device(args.device)).eval()
     common = {
         "num_return_sequences": args.num_sequences,
         "temperature": args.temperature,
@@ -146,13 +146,10 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     start = time.perf_counter()
-    try:
-        if args.infill:
-            records, n_new = _infill_records(model, tokenizer, args, common)
-        else:
-            records, n_new = _generation_records(model, tokenizer, args, common)
-    except ValueError as error:  # bad input (invalid residues, lengths, options): a message, not a traceback
-        return _cli_error(str(error))
+    if args.infill:
+        records, n_new = _infill_records(model, tokenizer, args, common)
+    else:
+        records, n_new = _generation_records(model, tokenizer, args, common)
     elapsed = time.perf_counter() - start
     _write_fasta(records, args.output)
     where = "standard output" if args.output == "-" else args.output

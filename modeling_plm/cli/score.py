@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModelForMaskedLM
 
 from ..data.fasta import read_fasta
+from ..data.residues import strip_stop_codon
+from ..hub.loading import load_pretrained, load_tokenizer
 from ..inference.scoring import (
     DEFAULT_BATCH_SIZE,
     SEQUENCE_SCORES,
@@ -22,6 +23,7 @@ from ..inference.scoring import (
     pseudo_log_likelihood,
     score_variants,
 )
+from . import options
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -89,7 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", help="CSV to write (default: print the CSV to stdout, the summary to stderr)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per forward pass")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--device", type=options.device, default=None, help="torch device (default: cuda when available, else cpu)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
@@ -236,52 +240,53 @@ def _score_sequences(args, *, model, tokenizer, records: list[tuple[str, str]], 
 
 
 def run(args: argparse.Namespace) -> int:
-    """`plm score`: the arguments of `add_arguments`. Returns the exit status (2 for a usage or input error)."""
+    """`plm score`: the arguments of `add_arguments`. Returns the exit status (user errors raise ValueError, which
+    `plm` turns into a message and exit code 2)."""
 
     def report(message: str) -> None:
         # With --output the CSV goes to the file and the summary to stdout; without it stdout is the CSV.
         print(message, file=sys.stdout if args.output else sys.stderr)
 
-    try:
-        _check_score_usage(args)
-        if args.wild_type_fasta is not None:
-            _, wild_type = _read_wild_type(args.wild_type_fasta, args.wild_type_id)
-        else:
-            wild_type = args.sequence
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForMaskedLM.from_pretrained(args.model).to(device).eval()
-        if args.mutations_csv is not None:
-            return _score_mutations_csv(
-                args, model=model, tokenizer=tokenizer, wild_type=wild_type.upper(), report=report
-            )
-        if args.mutation is not None:
-            scores = score_variants(
-                model,
-                tokenizer,
-                wild_type,
-                args.mutation,
-                method=args.method,
-                offset=args.offset,
-                batch_size=args.batch_size,
-                progress=not args.no_progress,
-            )
-            column = args.score_column or args.method.replace("-", "_")
-            _write_csv(
-                args.output,
-                ["mutation", column],
-                [{"mutation": m, column: repr(s)} for m, s in zip(args.mutation, scores)],
-            )
-            if args.output:
-                report(f"Wrote {args.output}")
-            return 0
-        if args.fasta is not None:
-            records = [(record.id, record.sequence) for record in read_fasta(args.fasta)]
-            if not records:
-                raise ValueError(f"{args.fasta} holds no sequences")
-        else:
-            records = [("sequence", args.sequence)]
-        return _score_sequences(args, model=model, tokenizer=tokenizer, records=records, report=report)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"plm score: error: {error}", file=sys.stderr)
-        return 2
+    _check_score_usage(args)
+    if args.wild_type_fasta is not None:
+        _, wild_type = _read_wild_type(args.wild_type_fasta, args.wild_type_id)
+    else:
+        wild_type = args.sequence
+    tokenizer = load_tokenizer(args.model)
+    model = load_pretrained(AutoModelForMaskedLM, args.model).to(options.default_device(args.device)).eval()
+    if args.mutations_csv is not None:
+        return _score_mutations_csv(args, model=model, tokenizer=tokenizer, wild_type=wild_type.upper(), report=report)
+    if args.mutation is not None:
+        scores = score_variants(
+            model,
+            tokenizer,
+            wild_type,
+            args.mutation,
+            method=args.method,
+            offset=args.offset,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+        column = args.score_column or args.method.replace("-", "_")
+        rows = [{"mutation": m, column: repr(s)} for m, s in zip(args.mutation, scores)]
+        _write_csv(args.output, ["mutation", column], rows)
+        if args.output:
+            report(f"Wrote {args.output}")
+        return 0
+    if args.fasta is not None:
+        records = _fasta_records(args.fasta, report)
+    else:
+        records = [("sequence", args.sequence)]
+    return _score_sequences(args, model=model, tokenizer=tokenizer, records=records, report=report)
+
+
+def _fasta_records(path: str, report) -> list[tuple[str, str]]:
+    """(id, sequence) of each record; a trailing stop codon `*` is removed and counted (`data.residues`)."""
+    records, stripped = [], 0
+    for record in read_fasta(path):
+        sequence, had_stop = strip_stop_codon(record.sequence)
+        stripped += had_stop
+        records.append((record.id, sequence))
+    if stripped:
+        report(f"{path}: removed the trailing stop codon '*' of {stripped} record{'s' if stripped > 1 else ''}")
+    return records

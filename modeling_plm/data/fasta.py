@@ -42,7 +42,7 @@ def read_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
 
     Sequences are returned as written, joined across lines with whitespace removed; validating residues is the
     tokenizer's and the data pipeline's job. Raises ValueError naming the file and line for text that is not FASTA,
-    and for a truncated or corrupt gzip stream.
+    for a truncated or corrupt gzip stream and for a file without any record (empty, or blank lines only).
     """
     path = Path(path)
     record_id, description, chunks = None, "", []
@@ -59,15 +59,18 @@ def read_fasta(path: str | os.PathLike) -> Iterator[FastaRecord]:
                     record_id = description.split(maxsplit=1)[0] if description else f"record_{line_number}"
                     chunks = []
                 elif record_id is None:
-                    raise ValueError(f"{path}:{line_number}: not FASTA: expected a '>' header line, got {line[:40]!r}")
+                    raise ValueError(
+                        f"{path}, line {line_number}: not FASTA: expected a '>' header line, got {line[:40]!r}"
+                    )
                 else:
                     chunks.append("".join(line.split()))
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise ValueError(f"{path}: corrupt or truncated gzip stream ({error})") from error
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not a text FASTA file ({error})") from error
-    if record_id is not None:
-        yield FastaRecord(record_id, description, "".join(chunks))
+    if record_id is None:
+        raise ValueError(f"{path}: no FASTA records (the file is empty or holds only blank lines)")
+    yield FastaRecord(record_id, description, "".join(chunks))
 
 
 def read_id_list(path: str | os.PathLike) -> set[str]:

@@ -7,20 +7,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 from .fasta import FastaRecord, read_fasta
+from .residues import INVALID_RESIDUE_POLICIES, apply_residue_policy, check_residue_policy, strip_stop_codon
 
 logger = logging.getLogger("modeling_plm.data")
 
 STANDARD_ALPHABET = "ACDEFGHIKLMNPQRSTVWYXBZUO"
-_INVALID_CHOICES = ("skip", "error")
-_STOP_CODON_CHOICES = ("strip", "skip", "error")
+STOP_CODON_POLICIES = ("strip", "skip", "error")
 
 
 @dataclass
 class RecordPolicy:
     """How bad or unusual records are handled; every non-default outcome is counted in RecordStats.
 
-    invalid: "skip" drops a record with a letter outside `alphabet` (counted, one summary warning per file pass);
-        "error" raises ValueError naming the file, record id, 1-based position and the character.
+    invalid: the one residue policy (`data.residues`) for a letter outside `alphabet`: "skip" drops the record
+        (counted as invalid, one summary warning per file pass), "error" raises ValueError naming the file, record
+        id, 1-based position and the character, "X" and "drop" repair it (counted as repaired).
     stop_codon: a trailing '*' (gene-caller output) is removed ("strip", counted in stop_stripped), or the record is
         dropped ("skip", counted as invalid) or rejected ("error"). A '*' anywhere else is an invalid character.
     min_length: shorter records (after cleaning) are dropped and counted as too_short. Empty sequences are always
@@ -34,10 +35,10 @@ class RecordPolicy:
     alphabet: str = STANDARD_ALPHABET
 
     def __post_init__(self) -> None:
-        if self.invalid not in _INVALID_CHOICES:
-            raise ValueError(f"RecordPolicy.invalid must be one of {_INVALID_CHOICES}, got {self.invalid!r}")
-        if self.stop_codon not in _STOP_CODON_CHOICES:
-            raise ValueError(f"RecordPolicy.stop_codon must be one of {_STOP_CODON_CHOICES}, got {self.stop_codon!r}")
+        if self.invalid not in INVALID_RESIDUE_POLICIES:
+            check_residue_policy(self.invalid)
+        if self.stop_codon not in STOP_CODON_POLICIES:
+            raise ValueError(f"RecordPolicy.stop_codon must be one of {STOP_CODON_POLICIES}, got {self.stop_codon!r}")
         if self.min_length < 1:
             raise ValueError(f"RecordPolicy.min_length must be >= 1, got {self.min_length}")
         if not self.alphabet or self.alphabet != self.alphabet.upper():
@@ -55,6 +56,7 @@ class RecordStats:
     empty: int = 0
     too_short: int = 0
     invalid: int = 0
+    repaired: int = 0
     stop_stripped: int = 0
     excluded: int = 0
     cropped: int = 0
@@ -92,26 +94,28 @@ def clean_records(
         if exclude_ids and record.id in exclude_ids:
             stats.excluded += 1
             continue
-        sequence = record.sequence.upper()
-        if sequence.endswith("*"):
+        sequence, had_stop = strip_stop_codon(record.sequence.upper())
+        if had_stop:
             if policy.stop_codon == "error":
-                raise _record_error(path, record.id, f"trailing stop codon '*' at position {len(sequence)}")
+                raise _record_error(path, record.id, f"trailing stop codon '*' at position {len(sequence) + 1}")
             if policy.stop_codon == "skip":
                 stats.invalid += 1
                 continue
-            sequence = sequence[:-1]
             stats.stop_stripped += 1
         if not sequence:
             if policy.invalid == "error":
                 raise _record_error(path, record.id, "empty sequence")
             stats.empty += 1
             continue
-        found = bad_letter.search(sequence)
-        if found is not None:
-            if policy.invalid == "error":
-                position, char = found.start() + 1, found.group()
-                raise _record_error(path, record.id, f"invalid character {char!r} at position {position}")
+        cleaned = apply_residue_policy(sequence, policy.invalid, bad_letter, f"{path}: record {record.id!r}")
+        if cleaned is None:
             stats.invalid += 1
+            continue
+        if cleaned != sequence:
+            stats.repaired += 1
+            sequence = cleaned
+        if not sequence:
+            stats.empty += 1
             continue
         if len(sequence) < policy.min_length:
             stats.too_short += 1
@@ -121,7 +125,8 @@ def clean_records(
     after = stats.as_dict()
     # Only this function's own counters: the caller may count other things (crops) in the same stats meanwhile.
     changes = {
-        name: after[name] - before[name] for name in ("empty", "too_short", "invalid", "stop_stripped", "excluded")
+        name: after[name] - before[name]
+        for name in ("empty", "too_short", "invalid", "repaired", "stop_stripped", "excluded")
     }
     if any(changes.values()):
         summary = ", ".join(f"{name}={count}" for name, count in changes.items() if count)

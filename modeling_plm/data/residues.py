@@ -8,11 +8,25 @@ same values:
   one encoding per input, so it refuses "skip");
 - "X": replace each such character with the unknown residue X;
 - "drop": delete each such character.
+
+What counts as outside: anything that is not a residue letter of the alphabet (the tokenizer's residues, or the
+pretraining alphabet): alignment gaps `-` and `.`, digits, and special tokens typed into a sequence (`<mask>` starts
+with `<`) alike, so raw text never becomes a special token. Letters are upper-cased first. A trailing `*` (the stop
+codon of gene callers) is removed and counted at every entry point that reads files (`strip_stop_codon`;
+pretraining's `stop_codon` setting can also skip or refuse such records); a `*` anywhere else is an invalid character.
 """
 
 import re
 
 INVALID_RESIDUE_POLICIES = ("error", "skip", "X", "drop")
+STOP_CODON = "*"
+
+
+def strip_stop_codon(sequence: str) -> tuple[str, bool]:
+    """The sequence without a trailing stop codon `*`, and whether it had one."""
+    if sequence.endswith(STOP_CODON):
+        return sequence[: -len(STOP_CODON)], True
+    return sequence, False
 
 
 def check_residue_policy(policy: str) -> str:

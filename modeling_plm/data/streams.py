@@ -93,6 +93,8 @@ class ProteinStream:
         if max_sequences is not None and max_sequences < 0:
             raise ValueError(f"max_sequences must be >= 0 or None, got {max_sequences}")
         for source in sources:
+            if Path(source.path).is_dir():
+                raise IsADirectoryError(f"data source {source.path} is a directory, not a FASTA file")
             if not Path(source.path).is_file():
                 raise FileNotFoundError(f"data source not found: {source.path}")
         self.sources = list(sources)

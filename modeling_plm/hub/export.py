@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, get_token
-from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
@@ -33,12 +32,9 @@ from transformers import (
 
 from .. import __version__
 from ..modeling_plm import AUTO_MAP
+from .loading import TOKENIZER_FILES, check_weight_files
 from .model_card import TEMPLATE_PATH, render_model_card
 
-SAFE_WEIGHTS = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
-PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 REMOTE_CODE_FILES = ("configuration_plm.py", "modeling_plm.py", "modeling_plm_layers.py", "tokenization_plm.py")
 PROVENANCE_FILES = ("training_record.json", "conversion.json")
 TOKENIZER_AUTO_MAP = {"AutoTokenizer": "tokenization_plm.PLMTokenizerFast"}
@@ -58,53 +54,13 @@ class ExportError(ValueError):
 
 
 # ---- checks on the input checkpoint ----------------------------------------------------------------------------
-def _check_safetensors_file(path: Path, expected_keys: set[str] | None = None) -> set[str]:
-    """Open a safetensors file (the header is validated against the file size) and return its tensor names."""
-    if not path.is_file():
-        raise ExportError(f"missing weights file {path}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = set(handle.keys())
-    except (SafetensorError, OSError) as error:
-        raise ExportError(f"corrupt safetensors file {path}: {error}") from error
-    if expected_keys is not None and not expected_keys <= keys:
-        missing = sorted(expected_keys - keys)
-        raise ExportError(f"{path} lacks {len(missing)} tensors that {SAFE_INDEX} places there, e.g. {missing[:3]}")
-    return keys
-
-
 def check_checkpoint_files(folder: Path) -> list[Path]:
     """Fail with a message naming the file when a checkpoint folder cannot be exported; return its weight files."""
     if not folder.is_dir():
         raise ExportError(f"checkpoint folder {folder} does not exist (or is not a folder)")
     if not (folder / "config.json").is_file():
         raise ExportError(f"{folder / 'config.json'} is missing: {folder} is not a saved model")
-    index_path = folder / SAFE_INDEX
-    if index_path.exists():
-        try:
-            weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ExportError(f"corrupt shard index {index_path}: {error}") from error
-        shards: dict[str, set[str]] = {}
-        for tensor, shard in weight_map.items():
-            shards.setdefault(shard, set()).add(tensor)
-        for shard, tensors in sorted(shards.items()):
-            if not (folder / shard).is_file():
-                raise ExportError(f"shard {shard} named in {index_path} is missing from {folder}")
-            _check_safetensors_file(folder / shard, tensors)
-        weights = [folder / shard for shard in sorted(shards)]
-    elif (folder / SAFE_WEIGHTS).exists():
-        _check_safetensors_file(folder / SAFE_WEIGHTS)
-        weights = [folder / SAFE_WEIGHTS]
-    else:
-        pickled = [name for name in PICKLED_WEIGHTS if (folder / name).exists()]
-        if pickled:
-            raise ExportError(
-                f"{folder} has only pickled weights ({', '.join(pickled)}), which can run arbitrary code when "
-                f"loaded and are refused. Convert them to {SAFE_WEIGHTS} in a trusted environment first "
-                "(from_pretrained(..., use_safetensors=False) then save_pretrained)."
-            )
-        raise ExportError(f"{folder} has no weights: {SAFE_WEIGHTS} (or {SAFE_INDEX} with its shards) is missing")
+    weights = check_weight_files(folder)
     for name in TOKENIZER_FILES:
         if not (folder / name).is_file():
             raise ExportError(

@@ -25,10 +25,10 @@ No forward pass is ever longer than the window plus 2 tokens, so memory is bound
 budget, never by the sequence length.
 """
 
-import copy
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,8 +43,8 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from ..data.collators import padded_inputs, token_budget_batches
 from ..data.fasta import read_fasta
+from ..data.residues import apply_residue_policy, check_residue_policy, invalid_character_pattern, strip_stop_codon
 from ..modeling_plm import pool_residues
-from ..tokenization_plm import INVALID_RESIDUE_POLICIES
 from .context import context_residues
 from .stores import (  # EmbeddingRecord, load_embeddings and shard_name: importable from here as before
     MANIFEST_FORMAT,
@@ -494,32 +494,34 @@ def _model_fingerprint(backbone: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _policy_tokenizer(tokenizer: Any, invalid_residues: str | None) -> Any:
-    if invalid_residues is None:
-        return tokenizer
-    if invalid_residues not in INVALID_RESIDUE_POLICIES:
-        raise ValueError(f"invalid_residues must be one of {INVALID_RESIDUE_POLICIES}, got {invalid_residues!r}")
-    if not hasattr(tokenizer, "invalid_residues"):
-        raise TypeError(f"{type(tokenizer).__name__} has no invalid_residues policy; pass invalid_residues=None")
-    # A shallow copy with its own policy: the caller's tokenizer is left as it was.
-    policy_tokenizer = copy.copy(tokenizer)
-    policy_tokenizer.invalid_residues = invalid_residues
-    return policy_tokenizer
+class CleanChunk(NamedTuple):
+    kept: list[Record]  # (index, id, cleaned sequence)
+    skipped: list[list]  # [index, id, reason]
+    stop_stripped: int
 
 
-def _tokenize_records(tokenizer: Any, fasta_path: Path, records: list[Record]) -> list[list[int]]:
-    """Residue ids of each (index, id, sequence); an invalid residue raises naming the file, record and position."""
-    sequences = [sequence for _, _, sequence in records]
-    try:
-        return tokenizer(sequences, add_special_tokens=False, verbose=False)["input_ids"] if sequences else []
-    except ValueError:
-        pass
-    for index, record_id, sequence in records:  # find the offending record, for a message that names it
-        try:
-            tokenizer(sequence, add_special_tokens=False, verbose=False)
-        except ValueError as error:
-            raise ValueError(f"{fasta_path}: record {index} ({record_id!r}): {error}") from error
-    raise AssertionError("the batch failed to tokenize but no single record did")
+def _file_residue_policy(tokenizer: Any, invalid_residues: str | None) -> str:
+    """The residue policy for a file's records: the one given, else the tokenizer's own."""
+    policy = invalid_residues if invalid_residues is not None else getattr(tokenizer, "invalid_residues", "error")
+    return check_residue_policy(policy)
+
+
+def _clean_records(records: list[Record], policy: str, invalid: re.Pattern[str], fasta_path: Path) -> CleanChunk:
+    """The records under the one residue policy (`data.residues`): upper-cased, a trailing `*` stripped (counted),
+    invalid characters (gaps, digits, `<...>` typed into a sequence) handled by `policy`; records left empty or
+    skipped are listed with the reason."""
+    kept, skipped, stop_stripped = [], [], 0
+    for index, record_id, sequence in records:
+        sequence, had_stop = strip_stop_codon(sequence.upper())
+        stop_stripped += had_stop
+        cleaned = apply_residue_policy(sequence, policy, invalid, f"{fasta_path}: record {index} ({record_id!r})")
+        if cleaned is None:
+            skipped.append([index, record_id, "invalid"])
+        elif not cleaned:
+            skipped.append([index, record_id, "empty"])
+        else:
+            kept.append((index, record_id, cleaned))
+    return CleanChunk(kept, skipped, stop_stripped)
 
 
 def embed_fasta(
@@ -552,16 +554,18 @@ def embed_fasta(
     the output equals an uninterrupted run's. It refuses to resume with different settings. `resume=False` deletes
     this function's files (shards, temporary shards, manifest; nothing else) in `output_dir` and starts over.
 
-    Records: duplicate ids are kept (each under its own index) and counted. Empty sequences (also those emptied by
-    the "drop" policy) are skipped and counted. `invalid_residues` ("error", "X", "drop"; None = the tokenizer's own
-    policy) applies to every record; "error" raises ValueError naming the file, record index and id, character and
-    position, after the shards before it have been written.
+    Records: duplicate ids are kept (each under its own index) and counted. A trailing stop codon `*` is removed
+    (counted). `invalid_residues` ("error", "skip", "X", "drop": `data.residues`' one policy; None = the tokenizer's
+    own) applies to every record; "error" raises ValueError naming the file, record index and id, character and
+    position, after the shards before it have been written. Empty sequences (also those emptied by "drop") and
+    skipped ones are left out and listed with the reason.
 
     Memory: one shard's records and embeddings (with per_residue: shard_size x mean length x H x n_layers x 4
     bytes, so lower `shard_size` for large per-residue runs) plus the set of record ids (for the duplicate count).
 
     Returns a summary: `records` (embedded and stored), `read` (records in the file), `shards`, `duplicates`
-    (records whose id appeared earlier), `skipped` (empty), `resumed` (records found already done), `output_dir`.
+    (records whose id appeared earlier), `skipped` (empty or invalid), `stop_stripped`, `resumed` (records found
+    already done), `output_dir`.
     """
     fasta_path, output_dir = Path(fasta_path), Path(output_dir)
     backbone = _backbone_of(model)
@@ -578,14 +582,17 @@ def embed_fasta(
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
-    tokenizer = _policy_tokenizer(tokenizer, invalid_residues)
+    policy = _file_residue_policy(tokenizer, invalid_residues)
     if not fasta_path.exists():
         raise FileNotFoundError(f"FASTA file not found: {fasta_path}")
-    header = _store_header(backbone, options, tokenizer, fasta_path, shard_size=shard_size, dtype=dtype)
+    if fasta_path.is_dir():
+        raise IsADirectoryError(f"{fasta_path} is a directory, not a FASTA file")
+    header = _store_header(backbone, options, fasta_path, policy=policy, shard_size=shard_size, dtype=dtype)
     done_shards = open_store(output_dir, header, resume)
 
     seen_ids: set[str] = set()
-    counts = {"read": 0, "records": 0, "duplicates": 0, "skipped": 0, "resumed": 0}
+    counts = {"read": 0, "records": 0, "duplicates": 0, "skipped": 0, "stop_stripped": 0, "resumed": 0}
+    invalid = invalid_character_pattern(tokenizer.valid_residues)
     bar = tqdm(unit="rec", desc=f"embedding {fasta_path.name}", disable=not progress, smoothing=0.1)
     was_training = backbone.training
     backbone.eval()
@@ -602,15 +609,24 @@ def embed_fasta(
                 check_resumed_shard(entry, chunk, fasta_path, output_dir)
                 counts["records"] += len(entry["records"])
                 counts["skipped"] += len(entry["skipped"])
+                counts["stop_stripped"] += entry.get("stop_stripped", 0)
                 counts["resumed"] += len(chunk)
                 bar.update(len(chunk))
             else:
-                tensors, kept, skipped = _embed_chunk(
-                    backbone, tokenizer, fasta_path=fasta_path, chunk=chunk, options=options, dtype=dtype, bar=bar
+                clean = _clean_records(chunk, policy, invalid, fasta_path)
+                tensors = _embed_chunk(backbone, tokenizer, clean.kept, options=options, dtype=dtype, bar=bar)
+                bar.update(len(clean.skipped))
+                store_shard(
+                    output_dir,
+                    shard=shard,
+                    tensors=tensors,
+                    kept=clean.kept,
+                    skipped=clean.skipped,
+                    stop_stripped=clean.stop_stripped,
                 )
-                store_shard(output_dir, shard=shard, tensors=tensors, kept=kept, skipped=skipped)
-                counts["records"] += len(kept)
-                counts["skipped"] += len(skipped)
+                counts["records"] += len(clean.kept)
+                counts["skipped"] += len(clean.skipped)
+                counts["stop_stripped"] += clean.stop_stripped
                 bar.set_postfix(shards=shard + 1)
             shard += 1
     finally:
@@ -619,7 +635,7 @@ def embed_fasta(
     if shard < len(done_shards):
         raise ValueError(f"{fasta_path} has fewer records than the manifest of {output_dir} lists; use --no-resume")
     # The done line leaves out what differs between an uninterrupted and a resumed run, so both manifests are equal.
-    totals = {key: counts[key] for key in ("read", "records", "duplicates", "skipped")}
+    totals = {key: counts[key] for key in ("read", "records", "duplicates", "skipped", "stop_stripped")}
     finish_store(output_dir, {**totals, "shards": shard})
     seconds = round(time.perf_counter() - started, 2)
     return {**totals, "shards": shard, "resumed": counts["resumed"], "seconds": seconds, "output_dir": str(output_dir)}
@@ -628,9 +644,9 @@ def embed_fasta(
 def _store_header(
     backbone: torch.nn.Module,
     options: EmbeddingOptions,
-    tokenizer: Any,
     fasta_path: Path,
     *,
+    policy: str,
     shard_size: int,
     dtype: str,
 ) -> dict[str, Any]:
@@ -646,7 +662,7 @@ def _store_header(
         "window": options.window,
         "stride": options.stride,
         "max_residues": options.max_residues,
-        "invalid_residues": getattr(tokenizer, "invalid_residues", None),
+        "invalid_residues": policy,
         "model": str(getattr(backbone.config, "_name_or_path", "")),
         "model_fingerprint": _model_fingerprint(backbone),
         "fasta": str(fasta_path),
@@ -656,27 +672,23 @@ def _store_header(
 def _embed_chunk(
     backbone: torch.nn.Module,
     tokenizer: Any,
+    records: list[Record],
     *,
-    fasta_path: Path,
-    chunk: list[Record],
     options: EmbeddingOptions,
     dtype: str,
     bar: tqdm,
-) -> tuple[dict[str, torch.Tensor], list[Record], list[list]]:
-    """The tensors of one shard (named `"{index}/{name}"`), its embedded records and its skipped (empty) ones."""
-    residue_ids = _tokenize_records(tokenizer, fasta_path, chunk)
-    kept = [(record, ids) for record, ids in zip(chunk, residue_ids) if ids]
-    skipped = [[index, record_id, "empty"] for (index, record_id, _), ids in zip(chunk, residue_ids) if not ids]
-    bar.update(len(skipped))
+) -> dict[str, torch.Tensor]:
+    """The tensors of one shard's clean records, named `"{index}/{name}"`."""
+    sequences = [sequence for _, _, sequence in records]
+    residue_ids = tokenizer(sequences, add_special_tokens=False, verbose=False)["input_ids"] if sequences else []
     tensors: dict[str, torch.Tensor] = {}
     _check_special_ids(tokenizer)
-    embedded = _iter_embeddings(backbone, tokenizer, [ids for _, ids in kept], options, STORAGE_DTYPES[dtype])
-    for position, result in embedded:
-        index = kept[position][0][0]
+    for position, result in _iter_embeddings(backbone, tokenizer, residue_ids, options, STORAGE_DTYPES[dtype]):
+        index = records[position][0]
         for name, value in result.items():
             tensors[f"{index}/{name}"] = value
         bar.update(1)
-    return tensors, [record for record, _ in kept], skipped
+    return tensors
 
 
 __all__ = [

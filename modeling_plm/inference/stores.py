@@ -97,6 +97,8 @@ def remove_outputs(output_dir: Path) -> None:
 def open_store(output_dir: Path, header: dict, resume: bool) -> list[dict]:
     """Prepares `output_dir` for a run with these settings and returns the entries of its complete shards: none for
     a new (or `resume=False`) run; for a resumed one, those of the earlier run, whose settings must be the same."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"{output_dir} is a file, not a folder to write the embeddings into")
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = output_dir / MANIFEST_NAME
     if not resume:
@@ -132,15 +134,23 @@ def check_resumed_shard(entry: dict, chunk: list[Record], fasta_path: Path, outp
 
 
 def store_shard(
-    output_dir: Path, shard: int, tensors: dict[str, torch.Tensor], kept: list[Record], skipped: list[list]
+    output_dir: Path,
+    shard: int,
+    tensors: dict[str, torch.Tensor],
+    kept: list[Record],
+    skipped: list[list],
+    stop_stripped: int = 0,
 ) -> None:
-    """Writes one complete shard, then lists it in the manifest: only now is it part of the output."""
+    """Writes one complete shard, then lists it in the manifest: only now is it part of the output. `skipped` holds
+    [index, id, reason] per record left out; `stop_stripped` counts the records whose trailing `*` was removed."""
     # One metadata key: safetensors writes its metadata map in an arbitrary order, and a single key keeps the shard
     # files byte-identical between runs.
     metadata = {MANIFEST_FORMAT: json.dumps({"shard": shard, "records": [list(record[:2]) for record in kept]})}
     write_shard(output_dir / shard_name(shard), tensors, metadata)
     records = [[index, record_id, str(index)] for index, record_id, _ in kept]
     entry = {"shard": shard, "file": shard_name(shard), "records": records, "skipped": skipped}
+    if stop_stripped:
+        entry["stop_stripped"] = stop_stripped
     append_line(output_dir / MANIFEST_NAME, entry)
 
 

@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm.auto import tqdm
 
 from ..configuration_plm import PLMConfig
 from ..data import DataSource, ProteinStream, RecordPolicy, load_clusters, read_id_list
+from ..training.arguments import read_yaml_mapping
 from ..training.flops import non_embedding_parameters
 from ..training.presets import config_from_preset
 from ..training.trainer import Batcher, PretrainConfig, derived_seed, pretrain
@@ -223,9 +223,7 @@ def sweep_config_from_dict(values: dict[str, Any], source: str = "sweep config")
 
 def load_sweep_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> SweepConfig:
     """The sweep YAML at `path`, with the keys of `overrides` (the command line's flags) replacing its own."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of sweep settings")
+    raw = read_yaml_mapping(path, what="a sweep config")
     return sweep_config_from_dict({**raw, **(overrides or {})}, str(path))
 
 

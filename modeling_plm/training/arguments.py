@@ -11,6 +11,7 @@ type (YAML 1.1 reads `1e-3` as a string, the field says float); an unknown key o
 import argparse
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,11 +87,33 @@ def _field_names(config_class: type) -> set[str]:
     return {spec.name for spec in dataclasses.fields(config_class)}
 
 
+def read_yaml_mapping(path: str | Path, what: str = "a run config") -> dict[str, Any]:
+    """A YAML file of settings; a missing file, a folder, a syntax error (with its line and column) or a top level that
+    is not a mapping raise ValueError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a YAML file")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (the YAML config)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: {what} is a mapping of keys to values, not a {type(raw).__name__}")
+    return raw
+
+
 def yaml_values(config_class: type, parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
     """The YAML file's values, each converted by its field's type; unknown keys and bad values name the key."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a run config is a mapping of keys to values")
+    raw = read_yaml_mapping(path)
     unknown = set(raw) - _field_names(config_class)
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
@@ -102,15 +125,38 @@ def yaml_values(config_class: type, parser: argparse.ArgumentParser, path: str) 
         kind, convert = _field_kind(config_class, key), actions[key].type
         if kind is list and not isinstance(value, list):
             value = [value]
+        expected = typing.get_type_hints(config_class)[key]
         if isinstance(value, str) and convert not in (None, str) and kind is not list:
             try:
                 value = convert(value)
-            except (TypeError, ValueError, json.JSONDecodeError):
-                expected = typing.get_type_hints(config_class)[key]
-                expected = getattr(expected, "__name__", expected)
-                raise ValueError(f"{path}: key {key!r}: {value!r} is not a valid {expected}") from None
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                raise ValueError(f"{path}: key {key!r}: {value!r} is not a valid {_type_name(expected)}") from None
+        if not _fits(value, expected):
+            raise ValueError(f"{path}: key {key!r}: {value!r} is not a valid {_type_name(expected)}")
         values[key] = value
     return values
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a YAML value has the field's type (ints count as floats; None only where the field allows it)."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if option is type(None) and value is None:
+            return True
+        if origin is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return True
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if origin in (str, bool, list, dict) and isinstance(value, origin):
+            return True
+        if origin is Any:
+            return True
+    return False
 
 
 def parse_config(config_class: type[Config], parser: HfArgumentParser, argv: list[str] | None) -> Config:

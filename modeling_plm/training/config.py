@@ -4,12 +4,48 @@ where their default differs."""
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..data.fasta import DATA_DIR_ENV, file_format, find_data_dir
 from ..data.residues import check_residue_policy
+from ..hub.loading import check_model_folder, is_local_source
 from .metrics import TASK_METRICS
 
 LR_SCHEDULES = ("cosine", "wsd", "constant")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+# Field -> (lowest, highest, whether the lowest is allowed); None: no bound. Checked before any work starts.
+SHARED_RANGES = {
+    "batch_size": (1, None, True),
+    "gradient_accumulation_steps": (1, None, True),
+    "log_steps": (1, None, True),
+    "eval_steps": (0, None, True),
+    "save_steps": (0, None, True),
+    "save_total_limit": (1, None, True),
+    "warmup_ratio": (0, 1, True),
+    "min_lr_ratio": (0, 1, True),
+    "wsd_decay_ratio": (0, 1, True),
+    "weight_decay": (0, None, True),
+    "adam_beta1": (0, 1, True),
+    "adam_beta2": (0, 1, True),
+    "adam_epsilon": (0, None, False),
+    "max_grad_norm": (0, None, True),
+    "valid_fraction": (0, 1, True),
+}
+
+
+def check_ranges(config: object, ranges: dict[str, tuple[float | None, float | None, bool]]) -> None:
+    """Each named field (when set) within its range; the error names the field and its flag."""
+    for name, (low, high, low_allowed) in ranges.items():
+        value = getattr(config, name)
+        if value is None:
+            continue
+        too_low = low is not None and (value < low if low_allowed else value <= low)
+        if too_low or (high is not None and value > high):
+            bound = f"at least {low}" if low_allowed else f"more than {low}"
+            bound = bound if high is None else f"{bound} and at most {high}"
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be {bound}, got {value}")
+
+
 TASKS = ("sequence-regression", "sequence-classification", "token-classification")
 METHODS = ("lora", "full")
 
@@ -46,13 +82,23 @@ class RunConfig:
 
     def validate_shared(self) -> None:
         check_residue_policy(self.invalid_residues)
-        for name in ("save_steps", "eval_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more")
-        if self.save_total_limit < 1:
-            raise ValueError("save_total_limit must be at least 1")
+        check_ranges(self, SHARED_RANGES)
+        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise NotADirectoryError(f"{self.output_dir} (--output-dir) is a file, not a folder to write into")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
+
+
+def check_input_file(path: str | None, field: str) -> None:
+    """An input file the run needs (when set) exists and is a file; the error names it and its flag."""
+    if path is None or Path(path).is_file():
+        return
+    flag = "--" + field.replace("_", "-")
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} ({flag}) is a directory, not a file")
+    raise FileNotFoundError(f"{path} ({flag}): no such file")
 
 
 def expand_data_path(spec: str) -> str:
@@ -63,6 +109,22 @@ def expand_data_path(spec: str) -> str:
             raise FileNotFoundError(f"{spec}: set {DATA_DIR_ENV} to the shared data folder")
         spec = spec.replace("${PLM_DATA_DIR}", str(data_dir)).replace("$PLM_DATA_DIR", str(data_dir))
     return os.path.expanduser(spec)
+
+
+FINETUNE_RANGES = {
+    "epochs": (1, None, True),
+    "eval_token_budget": (1, None, True),
+    "early_stopping_patience": (0, None, True),
+    "max_length": (1, None, True),
+    "learning_rate": (0, None, False),
+    "head_learning_rate": (0, None, False),
+    "lora_r": (1, None, True),
+    "lora_alpha": (0, None, False),
+    "lora_dropout": (0, 1, True),
+    "max_train_samples": (1, None, True),
+    "max_valid_samples": (1, None, True),
+    "max_test_samples": (1, None, True),
+}
 
 
 @dataclass
@@ -153,15 +215,14 @@ class FinetuneConfig(RunConfig):
         metrics = TASK_METRICS[self.task]
         if self.metric_for_best is not None and self.metric_for_best not in metrics:
             raise ValueError(f"metric_for_best for {self.task} must be one of {metrics}, got {self.metric_for_best!r}")
-        if not 0 <= self.valid_fraction < 1:
-            raise ValueError("valid_fraction must be in [0, 1)")
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "eval_token_budget", "log_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.eval_steps < 0 or self.early_stopping_patience < 0:
-            raise ValueError("eval_steps and early_stopping_patience must be >= 0")
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError("max_length must be at least 1 residue")
+        if self.valid_fraction >= 1:
+            raise ValueError(f"valid_fraction (--valid-fraction) must be less than 1, got {self.valid_fraction}")
+        check_ranges(self, FINETUNE_RANGES)
+        # Then the files (the settings' own mistakes first: they need no disk to be reported).
+        if is_local_source(self.model):
+            check_model_folder(self.model)
+        for name in ("train_file", "valid_file", "test_file", "labels_fasta", "mask_fasta"):
+            check_input_file(getattr(self, name), name)
 
     def resolve_paths(self) -> None:
         """Expand `${PLM_DATA_DIR}` and `~` in the file paths (as the pretraining configs do)."""

@@ -608,7 +608,13 @@ def finetune(config: FinetuneConfig) -> Path:
     if config.resume and (output_dir / RECORD_FILE).exists() and read_record(output_dir)["status"] == "finished":
         accelerator.print(f"{output_dir}: this run has finished already; nothing to resume")
         return output_dir
-    resume_from = resume_point(config.resume, output_dir / CHECKPOINT_DIR, output_dir, accelerator.process_index)
+    resume_from = resume_point(
+        config.resume,
+        output_dir / CHECKPOINT_DIR,
+        output_dir,
+        accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     run = _encoded_splits(config, tokenizer, context_residues(AutoConfig.from_pretrained(config.model)))

@@ -22,7 +22,7 @@ import torch
 
 from ..data.collators import IGNORE_INDEX, pad_rows, padded_inputs
 from ..data.fasta import file_format, open_text, read_fasta
-from ..data.residues import apply_residue_policy, invalid_character_pattern
+from ..data.residues import apply_residue_policy, invalid_character_pattern, strip_stop_codon
 from .config import FinetuneConfig
 
 logger = logging.getLogger("modeling_plm.training.finetune")
@@ -64,9 +64,9 @@ def header_fields(description: str) -> dict[str, str]:
 
 
 def clean_sequence(text: str | None, where: str, invalid: re.Pattern[str], policy: str) -> str | None:
-    """Upper-case, whitespace removed, then the `invalid_residues` policy (`data.residues`): None when "skip"
-    leaves the example out."""
-    sequence = "".join((text or "").split()).upper()
+    """Upper-case, whitespace and a trailing stop codon `*` removed, then the `invalid_residues` policy
+    (`data.residues`): None when "skip" leaves the example out."""
+    sequence, _ = strip_stop_codon("".join((text or "").split()).upper())
     if not sequence:
         raise ValueError(f"{where}: empty sequence")
     try:
@@ -170,6 +170,11 @@ def read_csv_examples(
             if None in row.values():
                 missing = [name for name, value in row.items() if value is None]
                 raise ValueError(f"{where}: the row has fewer fields than the header (no value for {missing[0]!r})")
+            if None in row:  # csv.DictReader files the fields beyond the header under None
+                raise ValueError(
+                    f"{where}: the row has {len(header) + len(row[None])} fields, the header {len(header)} "
+                    f"(extra: {row[None]!r}); quote fields that hold the delimiter"
+                )
             sequence = clean_sequence(
                 row[config.sequence_column],
                 f"{where}, column {config.sequence_column!r}",
@@ -387,6 +392,8 @@ def load_data(config: FinetuneConfig, valid_residues: str, context_residues: int
             raise ValueError(f"{config.train_file}: classification needs at least 2 classes, found {label_names}")
         for name in ("valid", "test"):
             _check_labels(splits[name], label_names, config.task)
+    if config.task == "sequence-regression":
+        _check_rankable(splits["valid"], "validation")
     if config.task == "token-classification":
         stats["scored_residues"] = {
             name: sum((e.mask or "1" * len(e.sequence)).count("1") for e in examples)
@@ -400,6 +407,18 @@ def load_data(config: FinetuneConfig, valid_residues: str, context_residues: int
         label_names=label_names,
         stats=stats,
     )
+
+
+def _check_rankable(examples: list[Example], split: str) -> None:
+    """A regression split whose Spearman correlation exists: at least 3 sequences, not all with one target (early
+    stopping and the best checkpoint would otherwise follow NaN)."""
+    targets = {e.label for e in examples}
+    if len(examples) < 3 or len(targets) < 2:
+        raise ValueError(
+            f"the {split} split has {len(examples)} sequences with {len(targets)} distinct targets: its Spearman "
+            "correlation is undefined (it needs at least 3 sequences and 2 targets); give it more rows "
+            "(--valid-file, --validation-column or a larger --valid-fraction)"
+        )
 
 
 # ---- encoding and batching -----------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 What it owns: the optimizer step over an accumulation window with the model's own loss (`loss_function`, given
 `num_items_in_batch`), gradient sync on the window's last micro-batch only, clipping, the schedule, one cross-rank
 reduction per step (loss, counts and every rank's SIGTERM), the NaN stop, the progress bar, and atomic checkpoints
-(`step-N.tmp`, then renamed) with a retention limit and exact resume.
+(`step-N.tmp`, synced to disk, then renamed) with a retention limit and exact resume from the newest valid one
+(`check_checkpoint`: an invalid checkpoint is named with its broken file and skipped, or refused when asked for).
 
 What the caller brings: the windows of micro-batches (`Window`, from a `next_window()` callable that returns None when
 the data is done) and `after_step(step, loss, counts)`, which logs, evaluates and saves, and returns True to stop.
@@ -11,22 +12,32 @@ the data is done) and `after_step(step, loss, counts)`, which logs, evaluates an
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import signal
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from safetensors import safe_open
 from tqdm.auto import tqdm
+
+logger = logging.getLogger("modeling_plm.training.loop")
 
 CHECKPOINT_PREFIX = "step-"
 LOSS_NORMALIZATIONS = ("targets", "micro_batches")
+# torch.save writes zip archives; their CRCs are checked up to this size (the RNG states, the schedule, small
+# optimizers). Larger files get the structural check only: a truncated file has lost its central directory, and
+# CRC-checking a many-GB optimizer would read it twice on every resume.
+CRC_CHECKED_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -40,15 +51,122 @@ class Window:
 
 
 def checkpoints_in(folder: Path) -> list[Path]:
-    """The complete checkpoints in `folder`, oldest first."""
-    found = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and not p.name.endswith(".tmp")]
-    return sorted(found, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
+    """The checkpoint folders in `folder` (`step-<digits>`; not the `.tmp` ones still being written), oldest first."""
+    found = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and _step_of(p) is not None]
+    return sorted(found, key=_step_of)
 
 
-def resume_point(resume: str | None, checkpoint_dir: Path, output_dir: Path, rank: int) -> Path | None:
+def _step_of(folder: Path) -> int | None:
+    digits = folder.name.removeprefix(CHECKPOINT_PREFIX)
+    return int(digits) if folder.name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else None
+
+
+# ---- checkpoint validation ----------------------------------------------------------------------------------------
+def check_checkpoint(folder: Path, world_size: int) -> str | None:
+    """What is wrong with the checkpoint `folder` for a run of `world_size` processes, or None when it is complete:
+    accelerate's files (model, optimizer, schedule, every rank's RNG states) and every rank's trainer state present,
+    JSON parseable, safetensors whole, torch files whole zip archives. Reads the same files in the same order on
+    every rank, so that all ranks reach the same verdict."""
+    if not folder.is_dir():
+        return "no such folder"
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not files:
+        return "the folder is empty (not a checkpoint this trainer wrote)"
+    missing = _missing_files(folder, world_size)
+    problems = [f"missing {', '.join(missing)}"] if missing else []
+    for path in files:
+        problem = _check_file(path, folder)
+        if problem is not None:
+            problems.append(f"{path.relative_to(folder)} {problem}")
+    return "; ".join(problems) or None
+
+
+def _missing_files(folder: Path, world_size: int) -> list[str]:
+    """The files accelerate's `save_state` and `save_checkpoint` write that `folder` lacks."""
+    names = {p.name for p in folder.iterdir()}
+    missing = [f"trainer_state_rank{r}.json" for r in range(world_size) if f"trainer_state_rank{r}.json" not in names]
+    missing += [f"random_states_{r}.pkl" for r in range(world_size) if f"random_states_{r}.pkl" not in names]
+    if not any(name.startswith(("model", "pytorch_model")) for name in names):
+        missing.append("the model (model.safetensors)")
+    # DeepSpeed (its `latest` file) keeps the optimizer and the schedule in its own model folder.
+    if "latest" not in names:
+        missing += [f"the {part} ({part}.bin)" for part in ("optimizer", "scheduler") if not _has_prefix(names, part)]
+    return missing
+
+
+def _has_prefix(names: set[str], prefix: str) -> bool:
+    return any(name.startswith(prefix) for name in names)
+
+
+def _check_file(path: Path, folder: Path) -> str | None:
+    """What is wrong with one file of a checkpoint (by its kind), or None."""
+    size = path.stat().st_size
+    if size == 0 and path.suffix in (".json", ".safetensors", ".bin", ".pkl", ".pt"):
+        return "is empty"
+    if path.suffix == ".safetensors":
+        return _check_safetensors(path, size)
+    if path.suffix in (".bin", ".pkl", ".pt"):
+        return _check_torch_file(path, size)
+    if path.name.startswith("trainer_state_rank") and path.suffix == ".json":
+        return _check_trainer_state(path, _step_of(folder))
+    return None
+
+
+def _check_safetensors(path: Path, size: int) -> str | None:
+    """The header parses and the data section is as long as the header's offsets say."""
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if size < 8 or 8 + length > size:
+                return f"is truncated ({size} bytes, shorter than its own header)"
+            header = json.loads(handle.read(length))
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        return f"has an unreadable header ({error})"
+    expected = 8 + length + max(ends, default=0)
+    if size != expected:
+        return (
+            f"is truncated ({size} of {expected} bytes)" if size < expected else f"has {size - expected} bytes too many"
+        )
+    try:
+        with safe_open(str(path), framework="pt"):
+            return None
+    except Exception as error:  # safetensors raises its own SafetensorError
+        return f"is unreadable ({error})"
+
+
+def _check_torch_file(path: Path, size: int) -> str | None:
+    """torch.save's zip archive: its central directory (lost when the file is cut short) and, when small, CRCs."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip() if size <= CRC_CHECKED_BYTES else None
+    except zipfile.BadZipFile:
+        return "is truncated (zip central directory missing)"
+    except (OSError, EOFError, ValueError) as error:
+        return f"is corrupt ({error})"
+    return None if damaged is None else f"is corrupt (CRC mismatch in {damaged})"
+
+
+def _check_trainer_state(path: Path, folder_step: int | None) -> str | None:
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"is not valid JSON ({error})"
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        return "holds no step"
+    if folder_step is not None and state["step"] != folder_step:
+        return f"is of step {state['step']}, not of the folder's step {folder_step} (a renamed copy?)"
+    return None
+
+
+# ---- which checkpoint a run resumes from --------------------------------------------------------------------------
+def resume_point(
+    resume: str | None, checkpoint_dir: Path, output_dir: Path, rank: int, *, world_size: int
+) -> Path | None:
     """The checkpoint a run continues from: `resume` is None (a fresh start, refused where this run already has
-    checkpoints), "auto" or the run's output folder (its newest checkpoint; None when it has none yet) or one
-    checkpoint folder."""
+    checkpoints), "auto" or the run's output folder (its newest valid checkpoint, skipping invalid ones with a
+    warning; None when it has none yet) or one checkpoint folder (a ValueError naming the problem when it is
+    invalid). Every rank must call it: they check that they agree."""
     if not resume:
         if checkpoints_in(checkpoint_dir):
             raise FileExistsError(
@@ -56,12 +174,56 @@ def resume_point(resume: str | None, checkpoint_dir: Path, output_dir: Path, ran
             )
         return None
     if resume == "auto" or Path(resume).resolve() == output_dir.resolve():
-        found = checkpoints_in(checkpoint_dir)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not (path / f"trainer_state_rank{rank}.json").exists():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint of this run")
-    return path
+        choice = _newest_valid(checkpoint_dir, world_size, warn=rank == 0)
+    else:
+        choice = _explicit_checkpoint(Path(resume), world_size)
+    return _agreed_by_every_rank(choice)
+
+
+def _newest_valid(checkpoint_dir: Path, world_size: int, warn: bool) -> Path | None:
+    """The newest valid checkpoint, warning about each newer invalid one; a ValueError when none is valid."""
+    found = checkpoints_in(checkpoint_dir)
+    invalid: list[tuple[Path, str]] = []
+    for folder in reversed(found):
+        problem = check_checkpoint(folder, world_size)
+        if problem is None:
+            if warn:  # rank 0's: every rank decides alike
+                for bad, why in invalid:
+                    logger.warning("%s: %s; resuming from %s instead", bad, why, folder.name)
+            return folder
+        invalid.append((folder, problem))
+    if invalid:
+        listed = "; ".join(f"{folder.name}: {why}" for folder, why in reversed(invalid))
+        raise ValueError(
+            f"{checkpoint_dir}: no valid checkpoint to resume from ({listed}); "
+            "remove them to start afresh, or pass a new --output-dir"
+        )
+    return None
+
+
+def _explicit_checkpoint(path: Path, world_size: int) -> Path:
+    """`path` when it is a valid checkpoint; else a ValueError naming the problem and the newest valid one beside it."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such checkpoint folder")
+    problem = check_checkpoint(path, world_size)
+    if problem is None:
+        return path
+    others = [c for c in reversed(checkpoints_in(path.parent)) if c.resolve() != path.resolve()]
+    alternative = next((c for c in others if check_checkpoint(c, world_size) is None), None)
+    hint = f"pass --resume {alternative} instead" if alternative else f"{path.parent} holds no valid checkpoint"
+    raise ValueError(f"{path}: not a valid checkpoint: {problem}; {hint}")
+
+
+def _agreed_by_every_rank(choice: Path | None) -> Path | None:
+    """`choice`, once every rank is known to have made the same one (ranks that read different files, e.g. storage
+    that is not shared alike, would otherwise load different states and hang or diverge)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return choice
+    choices: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(choices, None if choice is None else choice.name)
+    if len(set(choices)) > 1:
+        raise RuntimeError(f"the ranks chose different checkpoints to resume from ({choices}): is the folder shared?")
+    return choice
 
 
 def drop_rewritten_rows(metrics_file: Path, rewritten: Callable[[dict[str, Any]], bool]) -> None:
@@ -218,16 +380,76 @@ class TrainingLoop:
             write_files(temporary)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            _flush_to_disk(temporary)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(temporary, final)  # atomic: a checkpoint folder either is complete or does not exist
-            for old in checkpoints_in(checkpoint_dir)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the rename, durable too (not every file system syncs folders)
+                _fsync(checkpoint_dir)
+            self._drop_old_checkpoints(checkpoint_dir, keep)
         accelerator.wait_for_everyone()
         return final
 
+    def _drop_old_checkpoints(self, checkpoint_dir: Path, keep: int) -> None:
+        """Keeps the checkpoint just written (complete, so the newest valid one) and the `keep - 1` newest before it.
+        Those of later steps are not counted nor deleted: they are the invalid ones a resume skipped (overwritten when
+        the run gets there) or stray copies, and counting them could delete the checkpoint just written."""
+        older = [folder for folder in checkpoints_in(checkpoint_dir) if _step_of(folder) < self.step]
+        for old in older[: max(len(older) - (keep - 1), 0)]:
+            shutil.rmtree(old, ignore_errors=True)
+
     def load_checkpoint(self, folder: Path) -> dict[str, Any]:
-        """Restores accelerate's state and the step; returns this rank's saved `state`."""
-        self.accelerator.load_state(str(folder))
-        state = json.loads((folder / f"trainer_state_rank{self.accelerator.process_index}.json").read_text())
-        self.step = state.pop("step")
+        """Restores accelerate's state and the step; returns this rank's saved `state`. What fails to load (e.g. the
+        weights of a model of another shape) is a ValueError naming the folder and the file."""
+        try:
+            self.accelerator.load_state(str(folder))
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:
+            file = _file_being_read(error, folder) or "accelerate's state"
+            raise ValueError(f"{folder}: cannot load {file}: {error}") from error
+        state_file = folder / f"trainer_state_rank{self.accelerator.process_index}.json"
+        try:
+            state = json.loads(state_file.read_text())
+            self.step = state.pop("step")
+        except (OSError, ValueError, KeyError, AttributeError) as error:
+            raise ValueError(f"{folder}: cannot load {state_file.name}: {error!r}") from error
         return state
+
+
+def _flush_to_disk(folder: Path) -> None:
+    """fsync a checkpoint's files before its rename. A killed process loses no written data, but a machine that
+    crashes could otherwise leave a renamed checkpoint whose files never reached the disk, after retention deleted
+    the older ones."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _file_being_read(error: BaseException, folder: Path) -> str | None:
+    """The checkpoint file a load failed on. accelerate's `load_state` names none, so this takes the innermost frame
+    of the traceback that held a path to a file of `folder` (safetensors' `filename`, torch.load's `f`, ...)."""
+    root, frames, trace = folder.resolve(), [], error.__traceback__
+    while trace is not None:
+        frames.append(trace.tb_frame)
+        trace = trace.tb_next
+    for frame in reversed(frames):
+        inside = [p for p in map(_as_path, frame.f_locals.values()) if p is not None and root in p.parents]
+        if inside:
+            return str(inside[-1].relative_to(root))
+    return None
+
+
+def _as_path(value: Any) -> Path | None:
+    if not isinstance(value, str | os.PathLike) or not value:
+        return None
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        path = Path(value).resolve()
+        return path if path.is_file() else None
+    return None

@@ -13,6 +13,7 @@ the NaN stop, atomic checkpoints). What pretraining adds:
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -37,12 +38,14 @@ from ..data import (
     read_id_list,
 )
 from ..data.collators import GLMCollator, NextFitRows, build_collator
+from ..data.records import STOP_CODON_POLICIES
+from ..hub.loading import check_model_folder, is_local_source
 from ..modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
 from ..tokenization_plm import PLMTokenizerFast
-from .config import RunConfig, expand_data_path
+from .config import RunConfig, check_ranges, expand_data_path
 from .flops import flops_6nd, non_embedding_parameters, training_flops
 from .loop import TrainingLoop, Window, drop_rewritten_rows, resume_point
-from .presets import config_from_preset
+from .presets import PRESETS, config_from_preset
 
 logger = logging.getLogger("modeling_plm.training.trainer")
 
@@ -94,15 +97,21 @@ class PretrainConfig(RunConfig):
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if not self.train_file:
             raise ValueError("no training data: pass --train-file PATH[:WEIGHT] (repeatable)")
-        if self.eval_steps < 1:
-            raise ValueError("eval_steps must be at least 1")
+        check_ranges(self, PRETRAIN_RANGES)
+        if self.stop_codon not in STOP_CODON_POLICIES:
+            raise ValueError(f"stop_codon must be one of {STOP_CODON_POLICIES}, got {self.stop_codon!r}")
+        if self.preset not in PRESETS and not self.init_from:
+            raise ValueError(f"preset (--preset) must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.init_from and is_local_source(self.init_from):
+            check_model_folder(self.init_from, need_tokenizer=False)
+        unknown = sorted(set(self.model_overrides) - set(inspect.signature(PLMConfig.__init__).parameters))
+        if unknown:
+            raise ValueError(f"model_overrides (--model-overrides): {unknown} are not PLMConfig settings")
         for objective in self.eval_objectives:
             if objective not in ATTENTION_OF_OBJECTIVE:
                 raise ValueError(f"eval objective must be mlm, clm or glm, got {objective!r}")
         if self.pack_length is not None and self.crop_length + 2 > self.pack_length:
             raise ValueError(f"crop_length + 2 ({self.crop_length + 2}) must fit in pack_length ({self.pack_length})")
-        if not 0 < self.transfer_fraction < 1:
-            raise ValueError("transfer_fraction must be between 0 and 1")
 
     def resolve_paths(self) -> None:
         """Expand `${PLM_DATA_DIR}` (the environment variable, else the shared data folder beside the repo) and `~`."""
@@ -111,6 +120,24 @@ class PretrainConfig(RunConfig):
         for name in ("exclude_ids", "clusters", "init_from"):
             if getattr(self, name):
                 setattr(self, name, expand_data_path(getattr(self, name)))
+
+
+PRETRAIN_RANGES = {
+    "max_steps": (1, None, True),
+    "eval_steps": (1, None, True),
+    "learning_rate": (0, None, False),
+    "transfer_fraction": (0, 1, False),
+    "mask_ratio": (0, 1, False),
+    "glm_mlm_probability": (0, 1, True),
+    "glm_span_probability": (0, 1, True),
+    "glm_gmask_probability": (0, 1, True),
+    "crop_length": (1, None, True),
+    "min_length": (1, None, True),
+    "valid_sequences": (1, None, True),
+    "shuffle_buffer": (1, None, True),
+    "pack_length": (3, None, True),
+    "eval_batch_size": (1, None, True),
+}
 
 
 def learning_rate_factor(step: int, total_steps: int, config: RunConfig) -> float:
@@ -429,7 +456,9 @@ class PhaseRunner:
     def run(self, eval_objectives: list[str], metrics_file: Path, record: dict[str, Any]) -> dict[str, Any]:
         accelerator, config = self.accelerator, self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        resume_from = resume_point(self.config.resume, self.checkpoint_dir, Path(self.config.output_dir), self.rank)
+        resume_from = resume_point(
+            self.config.resume, self.checkpoint_dir, Path(self.config.output_dir), self.rank, world_size=self.world_size
+        )
         if resume_from is not None:
             self.load_checkpoint(resume_from)
             accelerator.print(f"Resumed {self.objective} from {resume_from} (step {self.step})")

@@ -16,6 +16,7 @@ from ...configuration_plm import PLMConfig
 from ...modeling_plm import PLMForMaskedLM
 from ...tokenization_plm import PLMTokenizerFast, read_vocab_file
 from ...training.presets import ESM2_ARCHITECTURE
+from ..loading import check_model_folder, check_model_type
 from .common import (
     Converter,
     compile_name_template,
@@ -170,6 +171,7 @@ def convert_esm2(source: str | Path, destination: str | Path) -> Path:
     """Convert an ESM-2 checkpoint (a folder laid out like `facebook/esm2_*`, or a hub id when online) into a
     modeling_plm checkpoint: safetensors weights, config, remote code and an ESM-order tokenizer."""
     source = resolve_source(source, patterns=SOURCE_FILES, example="facebook/esm2_t6_8M_UR50D")
+    check_model_type(source, ("esm",))
     if not (source / "vocab.txt").exists():
         raise FileNotFoundError(f"{source}: vocab.txt is missing; it defines ESM's token ids")
     tokenizer = PLMTokenizerFast(vocab_file=str(source / "vocab.txt"), bos_token="<cls>", eos_token="<eos>")
@@ -195,6 +197,7 @@ def convert_esm2(source: str | Path, destination: str | Path) -> Path:
 def convert_plm_to_esm2(source: str | Path, destination: str | Path) -> Path:
     """Convert a modeling_plm checkpoint whose config ESM can express into a transformers ESM-2 checkpoint."""
     source, destination = Path(source), Path(destination)
+    check_model_folder(source)
     config = PLMConfig.from_pretrained(source)
     esm_config = plm_config_to_esm(config)
     tokenizer = PLMTokenizerFast.from_pretrained(source)
