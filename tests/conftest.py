@@ -1,5 +1,6 @@
 import itertools
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,3 +52,26 @@ def _deterministic():
     torch.manual_seed(0)
     # Tiny models run fastest on one thread when the machine is shared; OMP_NUM_THREADS=1 python -m pytest.
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
+
+
+SECONDARY_STRUCTURE = "flip/secondary_structure/"
+
+
+def ss_flags(base_model: str, output: Path, **overrides) -> list[str]:
+    """`plm finetune` flags for a small per-residue run on the secondary-structure data."""
+    flags = {
+        "--model": base_model,
+        "--task": "token-classification",
+        "--train-file": data_path(SECONDARY_STRUCTURE + "sequences.fasta.gz"),
+        "--labels-fasta": data_path(SECONDARY_STRUCTURE + "sampled.fasta.gz"),
+        "--mask-fasta": data_path(SECONDARY_STRUCTURE + "mask.fasta.gz"),
+        "--split-column": "SET",
+        "--validation-column": "VALIDATION",
+        "--max-train-samples": 40,
+        "--max-valid-samples": 8,
+        "--max-length": 128,
+        "--batch-size": 8,
+        "--output-dir": output,
+        **overrides,
+    }
+    return [str(x) for item in flags.items() for x in item]

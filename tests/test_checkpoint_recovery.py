@@ -22,11 +22,10 @@ from modeling_plm.training.finetune import finetune, read_record
 from modeling_plm.training.loop import check_checkpoint, checkpoints_in
 from modeling_plm.training.trainer import PretrainConfig, pretrain
 
-from .conftest import data_path
+from .conftest import data_path, ss_flags
 
 REPO = Path(__file__).resolve().parents[1]
 SPROT = "swissprot2014/sprot2014_sample50k_seed0.fasta.gz"
-SS = "flip/secondary_structure/"
 LOOP_LOGGER = "modeling_plm.training.loop"
 
 
@@ -236,37 +235,18 @@ def base_model(tmp_path_factory) -> str:
     return str(folder)
 
 
-def ss_flags(base_model: str, output: Path) -> list[str]:
+def recovery_flags(base_model: str, output: Path) -> list[str]:
     """Per-residue secondary structure, 40 training chunks in batches of 4 (10 steps an epoch), a checkpoint every
     4 steps, 3 kept."""
-    flags = {
-        "--model": base_model,
-        "--task": "token-classification",
-        "--train-file": data_path(SS + "sequences.fasta.gz"),
-        "--labels-fasta": data_path(SS + "sampled.fasta.gz"),
-        "--mask-fasta": data_path(SS + "mask.fasta.gz"),
-        "--split-column": "SET",
-        "--validation-column": "VALIDATION",
-        "--max-train-samples": 40,
-        "--max-valid-samples": 8,
-        "--max-test-samples": 8,
-        "--max-length": 128,
-        "--batch-size": 4,
-        "--epochs": 8,
-        "--eval-steps": 4,
-        "--save-steps": 4,
-        "--save-total-limit": 3,
-        "--early-stopping-patience": 0,
-        "--output-dir": output,
-    }
-    return [str(x) for item in flags.items() for x in item]
+    run = {"--max-test-samples": 8, "--batch-size": 4, "--epochs": 8, "--eval-steps": 4, "--save-steps": 4}
+    return ss_flags(base_model, output, **run, **{"--save-total-limit": 3, "--early-stopping-patience": 0})
 
 
 def test_fine_tuning_killed_with_a_corrupt_newest_checkpoint_resumes_from_the_previous_one(
     base_model, tmp_path, caplog
 ):
     interrupted = tmp_path / "interrupted"
-    command = [sys.executable, str(REPO / "training" / "finetune.py"), *ss_flags(base_model, interrupted)]
+    command = [sys.executable, str(REPO / "training" / "finetune.py"), *recovery_flags(base_model, interrupted)]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # this process's threads: bitwise equal
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     checkpoints = interrupted / "checkpoints"
@@ -280,12 +260,12 @@ def test_fine_tuning_killed_with_a_corrupt_newest_checkpoint_resumes_from_the_pr
     *_, previous, newest = checkpoints_in(checkpoints)  # not a .tmp one the kill may have left
     truncate(newest / "best_weights.safetensors")
     with caplog.at_level(logging.WARNING, logger=LOOP_LOGGER):
-        finetune(load_finetune_config([*ss_flags(base_model, interrupted), "--resume", "auto"]))
+        finetune(load_finetune_config([*recovery_flags(base_model, interrupted), "--resume", "auto"]))
     warned = resume_warnings(caplog)
     assert f"{newest}: best_weights.safetensors is truncated" in warned
     assert f"resuming from {previous.name} instead" in warned
     assert read_record(interrupted)["resumed_from"] == [str(previous)]
-    reference = finetune(load_finetune_config(ss_flags(base_model, tmp_path / "reference")))
+    reference = finetune(load_finetune_config(recovery_flags(base_model, tmp_path / "reference")))
     assert_same_weights(reference / "adapter_model.safetensors", interrupted / "adapter_model.safetensors")
     records = [read_record(folder) for folder in (reference, interrupted)]
     for key in ("status", "steps", "best_step", "best_valid", "test"):

@@ -36,7 +36,7 @@ from modeling_plm.training.finetune import (
     trainer_compute_metrics,
 )
 
-from .conftest import data_path
+from .conftest import data_path, ss_flags
 
 REPO = Path(__file__).resolve().parents[1]
 GB1 = "flip/gb1/three_vs_rest.csv.gz"
@@ -271,26 +271,6 @@ def test_transformers_trainer_runs_a_lora_model(base_model, tmp_path):
         base = build_model(base_model, config.task, data.label_names, method="full")
         reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
         assert torch.equal(reloaded(**batch).logits, expected)
-
-
-def ss_flags(base_model: str, output: Path, **overrides) -> list[str]:
-    """`plm finetune` flags for a small per-residue run on the secondary-structure data."""
-    flags = {
-        "--model": base_model,
-        "--task": "token-classification",
-        "--train-file": data_path(SS + "sequences.fasta.gz"),
-        "--labels-fasta": data_path(SS + "sampled.fasta.gz"),
-        "--mask-fasta": data_path(SS + "mask.fasta.gz"),
-        "--split-column": "SET",
-        "--validation-column": "VALIDATION",
-        "--max-train-samples": 40,
-        "--max-valid-samples": 8,
-        "--max-length": 128,
-        "--batch-size": 8,
-        "--output-dir": output,
-        **overrides,
-    }
-    return [str(x) for item in flags.items() for x in item]
 
 
 def test_torchrun_two_processes_shard_the_batches_evenly(base_model, tmp_path):

@@ -10,11 +10,13 @@ What the caller brings: the windows of micro-batches (`Window`, from a `next_win
 the data is done) and `after_step(step, loss, counts)`, which logs, evaluates and saves, and returns True to stop.
 """
 
+import base64
 import contextlib
 import json
 import logging
 import math
 import os
+import random
 import shutil
 import signal
 import zipfile
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
@@ -33,6 +36,7 @@ from tqdm.auto import tqdm
 logger = logging.getLogger("modeling_plm.training.loop")
 
 CHECKPOINT_PREFIX = "step-"
+RNG_KEY = "random_states"  # in each rank's trainer state
 LOSS_NORMALIZATIONS = ("targets", "micro_batches")
 # torch.save writes zip archives; their CRCs are checked up to this size (the RNG states, the schedule, small
 # optimizers). Larger files get the structural check only: a truncated file has lost its central directory, and
@@ -374,7 +378,7 @@ class TrainingLoop:
             temporary.mkdir(parents=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(temporary))
-        rank_state = {"step": self.step, **state}
+        rank_state = {"step": self.step, **state, RNG_KEY: random_states()}
         (temporary / f"trainer_state_rank{accelerator.process_index}.json").write_text(json.dumps(rank_state))
         if write_files is not None and accelerator.is_main_process:
             write_files(temporary)
@@ -411,9 +415,37 @@ class TrainingLoop:
         try:
             state = json.loads(state_file.read_text())
             self.step = state.pop("step")
+            if RNG_KEY in state:  # older checkpoints: accelerate's restore only
+                restore_random_states(state.pop(RNG_KEY))
         except (OSError, ValueError, KeyError, AttributeError) as error:
             raise ValueError(f"{folder}: cannot load {state_file.name}: {error!r}") from error
         return state
+
+
+def random_states() -> dict[str, Any]:
+    """This process's random generators (torch CPU and CUDA, numpy, Python), as JSON. Saved beside accelerate's own
+    copy because accelerate 1.4 does not restore torch's generator exactly, and dropout draws from it."""
+    states = {
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+        "numpy": [value.tolist() if isinstance(value, np.ndarray) else value for value in np.random.get_state()],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
+    return states
+
+
+def restore_random_states(states: dict[str, Any]) -> None:
+    def as_tensor(text: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+    torch.set_rng_state(as_tensor(states["torch"]))
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([as_tensor(text) for text in states["cuda"]])
 
 
 def _flush_to_disk(folder: Path) -> None:
