@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..data.collators import token_budget_batches
+from ..hub.loading import load_pretrained
 from ..inference.context import context_residues
 from ..modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
 from .config import METHODS, TASKS, FinetuneConfig
@@ -85,23 +86,6 @@ RESUME_MAY_CHANGE = ("resume", "overwrite")
 
 
 # ---- the model -----------------------------------------------------------------------------------------------------
-def _quiet_from_pretrained(model_class, path: str, **kwargs):
-    """`from_pretrained` without transformers' load report: a new head and a dropped LM head are expected here;
-    anything else missing from the backbone is an error."""
-    import transformers
-
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        model, info = model_class.from_pretrained(path, output_loading_info=True, **kwargs)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    missing = [key for key in info["missing_keys"] if not key.startswith("classifier")]
-    if missing:
-        raise ValueError(f"{path}: the checkpoint lacks backbone weights {missing[:5]}; is it a modeling_plm model?")
-    return model
-
-
 def head_kwargs(task: str, label_names: list[str] | None, pooling: str | None = None) -> dict[str, Any]:
     """Config overrides of the fine-tuned model: labels, problem type and pooling."""
     kwargs: dict[str, Any] = {}
@@ -133,7 +117,7 @@ def build_model(
 ) -> torch.nn.Module:
     """The base checkpoint (any modeling_plm class's weights) with a new task head; for LoRA wrapped by
     `get_peft_model`, so only the adapters and the head train (and are saved)."""
-    model = _quiet_from_pretrained(MODEL_CLASSES[task], model_path, **head_kwargs(task, label_names, pooling))
+    model = load_pretrained(MODEL_CLASSES[task], model_path, **head_kwargs(task, label_names, pooling))
     if method == "full":
         return model
     from peft import get_peft_model
@@ -736,7 +720,7 @@ def load_finetuned(path: str | os.PathLike, merge: bool = False, base_model: str
     kwargs = record["model_kwargs"]
     if "id2label" in kwargs:  # JSON turned the ids into strings
         kwargs = {**kwargs, "id2label": {int(k): v for k, v in kwargs["id2label"].items()}}
-    base = _quiet_from_pretrained(model_class, base_model or record["base_model"], **kwargs)
+    base = load_pretrained(model_class, base_model or record["base_model"], **kwargs)
     model = PeftModel.from_pretrained(base, path)
     if merge:
         model = model.merge_and_unload()
