@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from modeling_plm import PLMForMaskedLM, PLMTokenizerFast, config_from_preset
 from modeling_plm.data.fasta import find_data_dir, read_fasta
 
 REQUIRE_DATA_ENV = "PLM_REQUIRE_DATA"  # CI sets it: a missing data set fails instead of skipping.
@@ -75,3 +76,13 @@ def ss_flags(base_model: str, output: Path, **overrides) -> list[str]:
         **overrides,
     }
     return [str(x) for item in flags.items() for x in item]
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory) -> str:
+    """A fresh tiny masked LM saved like a pretrained checkpoint (no pretrained weights in tests)."""
+    folder = tmp_path_factory.mktemp("base")
+    torch.manual_seed(0)
+    PLMForMaskedLM(config_from_preset("tiny")).save_pretrained(folder)
+    PLMTokenizerFast().save_pretrained(folder)
+    return str(folder)

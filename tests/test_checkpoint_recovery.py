@@ -16,7 +16,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modeling_plm import PLMForMaskedLM, PLMTokenizerFast, config_from_preset
 from modeling_plm.cli.finetune import load_finetune_config
 from modeling_plm.training.finetune import finetune, read_record
 from modeling_plm.training.loop import check_checkpoint, checkpoints_in
@@ -225,14 +224,6 @@ def test_every_rank_skips_a_checkpoint_whose_damage_only_one_rank_reads(tmp_path
 
 
 # ---- fine-tuning: killed after its checkpoints, the newest one corrupt ---------------------------------------------
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory) -> str:
-    """A fresh tiny masked LM saved like a pretrained checkpoint (no pretrained weights in tests)."""
-    folder = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    PLMForMaskedLM(config_from_preset("tiny")).save_pretrained(folder)
-    PLMTokenizerFast().save_pretrained(folder)
-    return str(folder)
 
 
 def recovery_flags(base_model: str, output: Path) -> list[str]:

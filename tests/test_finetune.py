@@ -44,16 +44,6 @@ SS = "flip/secondary_structure/"
 
 
 @pytest.fixture(scope="module")
-def base_model(tmp_path_factory) -> str:
-    """A fresh tiny masked LM saved like a pretrained checkpoint (no pretrained weights in tests)."""
-    folder = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    PLMForMaskedLM(config_from_preset("tiny")).save_pretrained(folder)
-    PLMTokenizerFast().save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
 def gb1_rows() -> list[dict[str, str]]:
     with gzip.open(data_path(GB1), "rt") as handle:
         return list(csv.DictReader(handle))
