@@ -50,6 +50,9 @@ from . import inference  # noqa: E402, F401  (registers the protein-* pipeline t
 from .kernels import install as _install_kernels  # noqa: E402
 
 _install_kernels()  # the CPU and packing speed-ups for every model this package builds or loads
+from .hub.convert import FAMILY_PRESETS  # noqa: E402
+
+PRESETS.update(FAMILY_PRESETS)  # every family's published sizes (ESM C, ProGen2, ...), beside ours and ESM-2's
 from ._moved import install as _install_moved_modules  # noqa: E402
 
 _install_moved_modules()  # the import paths of modules that moved into subpackages

@@ -6,10 +6,11 @@ Self-contained (torch/transformers imports only): this file ships inside exporte
 from transformers import PretrainedConfig
 
 NORM_TYPES = ("layernorm", "rmsnorm")
-NORM_SCHEMES = ("pre", "deepnorm")
+NORM_SCHEMES = ("pre", "deepnorm", "glm_deepnorm")
 MLP_TYPES = ("mlp", "glu")
-POSITION_EMBEDDING_TYPES = ("rotary", "rotary_2d", "absolute")
+POSITION_EMBEDDING_TYPES = ("rotary", "rotary_2d", "absolute", "relative")
 CLASSIFIER_POOLINGS = ("mean", "max", "bos")
+EMBEDDING_ATTENTIONS = ("bidirectional", "causal")
 CPU_LINEAR_KERNELS = ("auto", "onednn", "torch")
 
 
@@ -30,16 +31,29 @@ class PLMConfig(PretrainedConfig):
             With `hidden_act="gelu"` a `glu` is GeGLU (xTrimoPGLM), with `"silu"` it is SwiGLU (Llama).
         hidden_act: activation; `"gelu"` is the exact erf GELU that ESM-2 uses.
         norm_type: `"layernorm"` or `"rmsnorm"`.
-        norm_scheme: `"pre"` (pre-LN, as ESM-2 and Llama) or `"deepnorm"` (post-LN with residual scaling
-            alpha = (2N)^0.5 and init scaling beta = (2N)^-0.5, as xTrimoPGLM / GLM-130B).
+        norm_scheme: `"pre"` (pre-LN, as ESM-2 and Llama), `"deepnorm"` (post-LN, `norm(alpha * x + f(x))`, with
+            residual scaling alpha = (2N)^0.5 and init scaling beta = (2N)^-0.5) or `"glm_deepnorm"` (GLM-130B's and
+            xTrimoPGLM's placement of the same scales: `y = norm(x); x = alpha * y + f(y)`, the residual taken from
+            the normed input, and the final norm once after the last layer).
         layer_norm_eps: epsilon of every norm.
         position_embedding_type: `"rotary"` (RoPE over the whole head), `"rotary_2d"` (xTrimoPGLM's 2-D RoPE: the
             first half of each head is rotated by `position_ids`, the second half by `block_position_ids`) or
-            `"absolute"` (learned position embeddings).
+            `"absolute"` (learned position embeddings) or `"relative"` (T5's bucketed relative position bias, one
+            table shared by all layers and added to the attention scores; bidirectional attention, eager or sdpa).
+        rotary_dim: RoPE rotates the first `rotary_dim` dimensions of each head only (GPT-J, ProGen2); default the
+            whole head (half of it per stream for `rotary_2d`). The rotation pairs dimension i with i + rotary_dim/2
+            (the rotate-half layout); checkpoints with interleaved pairs are permuted at conversion.
+        relative_attention_num_buckets, relative_attention_max_distance: T5's buckets for `"relative"`.
         rope_theta: rotary base.
         max_position_embeddings: longest sequence the model is trained for (size of the absolute table).
         attention_bias, mlp_bias: biases in the attention and MLP projections.
+        attention_scale: the multiplier of the query-key scores (default `head_dim ** -0.5`; T5 uses 1.0).
+        qk_norm: a norm (of `norm_type`, without bias) over the full query width and the full key width, after the
+            projections and before the split into heads (ESM C).
+        parallel_residual: GPT-J's block, `x + attn(norm(x)) + mlp(norm(x))` with one norm (no `mlp_norm`).
+        residual_multiplier: each residual branch is scaled by it before it is added (ESM C: (N / 36)^-0.5).
         lm_head_transform: ESM-2's LM head (dense -> act -> norm -> decoder); otherwise norm-free linear decoder.
+        lm_head_hidden_act: activation of the LM-head transform (default `hidden_act`; ESM C's head uses GELU).
         lm_head_bias: a bias on the decoder output (ESM-2 has one).
         tie_word_embeddings: tie the LM decoder to the input embeddings.
         token_dropout: ESM-2's token dropout: `<mask>` embeddings are zeroed and the rest rescaled by
@@ -47,6 +61,9 @@ class PLMConfig(PretrainedConfig):
         mask_token_id: id of `<mask>` (used by token dropout).
         attention_dropout, hidden_dropout: dropout probabilities (0 for pretraining at scale).
         initializer_range: std of the normal init.
+        embedding_attention: the attention that embeddings and classification heads read the backbone with:
+            `"bidirectional"` for models trained with the masked-LM or GLM objective, `"causal"` for causal-only
+            models (ProGen2, RITA, CLM pretraining), whose tokens never saw what follows them.
         classifier_pooling: pooling of `PLMForSequenceClassification` over residues (special tokens excluded):
             `"mean"`, `"max"` or `"bos"` (the begin-of-sequence token).
         classifier_dropout: dropout in the classification heads (default `hidden_dropout`).
@@ -81,9 +98,17 @@ class PLMConfig(PretrainedConfig):
         position_embedding_type: str = "rotary",
         rope_theta: float = 10000.0,
         max_position_embeddings: int = 1026,
+        rotary_dim: int | None = None,
+        relative_attention_num_buckets: int = 32,
+        relative_attention_max_distance: int = 128,
         attention_bias: bool = True,
         mlp_bias: bool = True,
+        attention_scale: float | None = None,
+        qk_norm: bool = False,
+        parallel_residual: bool = False,
+        residual_multiplier: float = 1.0,
         lm_head_transform: bool = True,
+        lm_head_hidden_act: str | None = None,
         lm_head_bias: bool = True,
         tie_word_embeddings: bool = True,
         token_dropout: bool = False,
@@ -94,6 +119,7 @@ class PLMConfig(PretrainedConfig):
         attention_dropout: float = 0.0,
         hidden_dropout: float = 0.0,
         initializer_range: float = 0.02,
+        embedding_attention: str = "bidirectional",
         classifier_pooling: str = "mean",
         classifier_dropout: float | None = None,
         contact_head: bool = False,
@@ -111,6 +137,8 @@ class PLMConfig(PretrainedConfig):
             raise ValueError(
                 f"position_embedding_type must be one of {POSITION_EMBEDDING_TYPES}, got {position_embedding_type!r}"
             )
+        if embedding_attention not in EMBEDDING_ATTENTIONS:
+            raise ValueError(f"embedding_attention must be one of {EMBEDDING_ATTENTIONS}, got {embedding_attention!r}")
         if classifier_pooling not in CLASSIFIER_POOLINGS:
             raise ValueError(f"classifier_pooling must be one of {CLASSIFIER_POOLINGS}, got {classifier_pooling!r}")
         head_dim = head_dim or hidden_size // num_attention_heads
@@ -121,8 +149,16 @@ class PLMConfig(PretrainedConfig):
                 f"num_key_value_heads ({num_key_value_heads})"
             )
         rotary_multiple = 4 if position_embedding_type == "rotary_2d" else 2
-        if position_embedding_type != "absolute" and head_dim % rotary_multiple:
+        if position_embedding_type in ("rotary", "rotary_2d") and head_dim % rotary_multiple:
             raise ValueError(f"{position_embedding_type} needs head_dim divisible by {rotary_multiple}, got {head_dim}")
+        if rotary_dim is not None:
+            stream_width = head_dim // 2 if position_embedding_type == "rotary_2d" else head_dim
+            if position_embedding_type not in ("rotary", "rotary_2d"):
+                raise ValueError(f"rotary_dim needs a rotary position_embedding_type, got {position_embedding_type!r}")
+            if not 0 < rotary_dim <= stream_width or rotary_dim % 2:
+                raise ValueError(f"rotary_dim must be even and in (0, {stream_width}], got {rotary_dim}")
+        if parallel_residual and norm_scheme != "pre":
+            raise ValueError(f"parallel_residual needs norm_scheme='pre', got {norm_scheme!r}")
         if intermediate_size is None:
             # GLU keeps the parameter count of a 4x MLP with 8/3x width (Llama's rule), rounded for kernels.
             intermediate_size = 4 * hidden_size if mlp_type == "mlp" else 64 * -(-8 * hidden_size // (3 * 64))
@@ -142,15 +178,24 @@ class PLMConfig(PretrainedConfig):
         self.position_embedding_type = position_embedding_type
         self.rope_theta = rope_theta
         self.max_position_embeddings = max_position_embeddings
+        self.rotary_dim = rotary_dim
+        self.relative_attention_num_buckets = relative_attention_num_buckets
+        self.relative_attention_max_distance = relative_attention_max_distance
         self.attention_bias = attention_bias
         self.mlp_bias = mlp_bias
+        self.attention_scale = attention_scale
+        self.qk_norm = qk_norm
+        self.parallel_residual = parallel_residual
+        self.residual_multiplier = residual_multiplier
         self.lm_head_transform = lm_head_transform
+        self.lm_head_hidden_act = lm_head_hidden_act
         self.lm_head_bias = lm_head_bias
         self.token_dropout = token_dropout
         self.mask_token_id = mask_token_id
         self.attention_dropout = attention_dropout
         self.hidden_dropout = hidden_dropout
         self.initializer_range = initializer_range
+        self.embedding_attention = embedding_attention
         self.classifier_pooling = classifier_pooling
         self.classifier_dropout = classifier_dropout
         self.contact_head = contact_head
@@ -215,9 +260,13 @@ class PLMConfig(PretrainedConfig):
         mlp = (n_up + 1) * h * self.intermediate_size
         if self.mlp_bias:
             mlp += n_up * self.intermediate_size + h
+        if self.qk_norm:  # weight only, over the full query and key widths
+            attention += q_width + kv_width
         norm = h if self.norm_type == "rmsnorm" else 2 * h
-        per_layer = attention + mlp + 2 * norm
+        per_layer = attention + mlp + (1 if self.parallel_residual else 2) * norm
         total = self.num_hidden_layers * per_layer + norm  # + final norm
+        if self.position_embedding_type == "relative":  # one bias table shared by the layers
+            total += self.relative_attention_num_buckets * self.num_attention_heads
         if include_embeddings:
             total += self.vocab_size * h
             if self.position_embedding_type == "absolute":

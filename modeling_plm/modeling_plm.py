@@ -43,12 +43,14 @@ from .modeling_plm_layers import (
     PLMLayer,
     PLMRMSNorm,
     PLMRotaryEmbedding,
+    add_position_bias,
     apply_rotary_pos_emb,
     build_norm,
     compute_position_ids,
     find_packed_sequence_ids,
     get_attention_function,
     glm_context_mask_function,
+    relative_position_bias,
     same_sequence_mask_function,
     swap_halves,
 )
@@ -258,7 +260,11 @@ class PLMModel(PLMPreTrainedModel):
         self.embeddings = PLMEmbeddings(config)
         self.layers = nn.ModuleList([PLMLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)])
         self.norm = build_norm(config)
-        self.rotary_emb = PLMRotaryEmbedding(config) if config.position_embedding_type != "absolute" else None
+        is_rotary = config.position_embedding_type in ("rotary", "rotary_2d")
+        self.rotary_emb = PLMRotaryEmbedding(config) if is_rotary else None
+        if config.position_embedding_type == "relative":  # T5's bias table, shared by every layer
+            buckets, heads = config.relative_attention_num_buckets, config.num_attention_heads
+            self.relative_attention_bias = nn.Embedding(buckets, heads)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -396,6 +402,11 @@ class PLMModel(PLMPreTrainedModel):
         format (built with transformers' masking utilities) and the backend's extra arguments."""
         # output_attentions is served by eager attention for this call, whatever the configured backend.
         implementation = "eager" if output_attentions else self.config._attn_implementation
+        if hasattr(self, "relative_attention_bias"):
+            mask = self._relative_bias_mask(
+                implementation, hidden_states, attention_mask, attention_type, position_ids, sequence_ids
+            )
+            return implementation, mask, {}
         extra = {}
         if implementation == "sdpa" and sequence_ids is not None and self.runtime_kernels is not None:
             # Packed rows on SDPA: attend within each sequence rather than over the row with a block mask.
@@ -413,10 +424,7 @@ class PLMModel(PLMPreTrainedModel):
         if decoding_step and implementation in ("sdpa", "eager"):
             return implementation, None, extra  # one token with no padding sees all its past and itself
 
-        config = self.config
-        if implementation != config._attn_implementation:
-            config = PLMConfig.from_dict(config.to_dict())
-            config._attn_implementation = implementation
+        config = self._config_for_masks(implementation)
         same_sequence = same_sequence_mask_function(sequence_ids) if sequence_ids is not None else None
         if attention_type == "bidirectional":
             mask = create_bidirectional_mask(
@@ -438,6 +446,37 @@ class PLMModel(PLMPreTrainedModel):
         )
         return implementation, mask, extra
 
+    def _config_for_masks(self, implementation: str) -> PLMConfig:
+        """transformers' mask builders read the backend from the config: a copy when this call's differs."""
+        if implementation == self.config._attn_implementation:
+            return self.config
+        config = PLMConfig.from_dict(self.config.to_dict())
+        config._attn_implementation = implementation
+        return config
+
+    def _relative_bias_mask(
+        self,
+        implementation: str,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        attention_type: str,
+        position_ids: torch.Tensor,
+        sequence_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """T5's relative position bias with the padding (and packed-row) mask folded in: an additive mask."""
+        if implementation not in ("eager", "sdpa"):
+            raise ValueError(
+                f"position_embedding_type='relative' adds a bias to the attention scores, which {implementation} "
+                "cannot take; load the model with attn_implementation='sdpa' or 'eager'."
+            )
+        if attention_type != "bidirectional":
+            raise ValueError(f"T5's relative position bias is for bidirectional attention, not {attention_type!r}.")
+        config = self._config_for_masks(implementation)
+        same_sequence = same_sequence_mask_function(sequence_ids) if sequence_ids is not None else None
+        mask = create_bidirectional_mask(config, hidden_states, attention_mask, and_mask_function=same_sequence)
+        bias = relative_position_bias(self.relative_attention_bias, position_ids, self.config)
+        return add_position_bias(mask, bias.to(hidden_states.dtype))
+
 
 class PLMLMHead(nn.Module):
     """ESM-2's head (dense -> act -> norm -> decoder + bias) or a plain decoder. Same weights for MLM and CLM."""
@@ -447,7 +486,7 @@ class PLMLMHead(nn.Module):
         self.has_transform = config.lm_head_transform
         if self.has_transform:
             self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-            self.act_fn = ACT2FN[config.hidden_act]
+            self.act_fn = ACT2FN[config.lm_head_hidden_act or config.hidden_act]
             self.norm = build_norm(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.lm_head_bias else None
@@ -747,7 +786,7 @@ class PLMClassifierBase(PLMPreTrainedModel):
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            attention_type=attention_type,
+            attention_type=attention_type or self.config.embedding_attention,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )

@@ -6,6 +6,7 @@ Self-contained (torch/transformers imports only): shipped beside `modeling_plm.p
 remote code. The model and its heads are in `modeling_plm.py`.
 """
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -37,10 +38,12 @@ class PLMRMSNorm(nn.Module):
         return self.weight * hidden_states.to(input_dtype)
 
 
-def build_norm(config: PLMConfig) -> nn.Module:
+def build_norm(config: PLMConfig, width: int | None = None, bias: bool = True) -> nn.Module:
+    """A norm of `config.norm_type` over `width` features (default the hidden size); RMSNorm never has a bias."""
+    width = width or config.hidden_size
     if config.norm_type == "rmsnorm":
-        return PLMRMSNorm(config.hidden_size, eps=config.layer_norm_eps)
-    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        return PLMRMSNorm(width, eps=config.layer_norm_eps)
+    return nn.LayerNorm(width, eps=config.layer_norm_eps, bias=bias)
 
 
 class PLMRotaryEmbedding(nn.Module):
@@ -49,7 +52,7 @@ class PLMRotaryEmbedding(nn.Module):
     def __init__(self, config: PLMConfig):
         super().__init__()
         self.is_2d = config.position_embedding_type == "rotary_2d"
-        self.rotary_dim = config.head_dim // 2 if self.is_2d else config.head_dim
+        self.rotary_dim = config.rotary_dim or (config.head_dim // 2 if self.is_2d else config.head_dim)
         self.base = config.rope_theta
         self.inv_freq = nn.Buffer(self.compute_inv_freq(), persistent=False)
 
@@ -61,7 +64,7 @@ class PLMRotaryEmbedding(nn.Module):
     def forward(
         self, x: torch.Tensor, position_ids: torch.Tensor, block_position_ids: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cos and signed sin tables of `apply_rotary_pos_emb`, (batch, 1, seq, head_dim)."""
+        """The cos and signed sin tables of `apply_rotary_pos_emb`, (batch, 1, seq, rotated dims of a head)."""
         streams = [position_ids]
         if self.is_2d:
             streams.append(block_position_ids if block_position_ids is not None else torch.zeros_like(position_ids))
@@ -72,6 +75,37 @@ class PLMRotaryEmbedding(nn.Module):
             cos += [freqs.cos()] * 2
             signed_sin += [-sin, sin]
         return torch.cat(cos, -1).unsqueeze(1).to(x.dtype), torch.cat(signed_sin, -1).unsqueeze(1).to(x.dtype)
+
+
+def relative_position_bucket(relative_position: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's bidirectional buckets: each direction has half of them, exact for near distances, logarithmic up to
+    `max_distance`, and one bucket for everything beyond."""
+    half = num_buckets // 2  # keys after the query use the upper half
+    buckets = (relative_position > 0).long() * half
+    distance = relative_position.abs()
+    max_exact = half // 2
+    log_ratio = torch.log(distance.clamp(min=1).float() / max_exact) / math.log(max_distance / max_exact)
+    far = (max_exact + log_ratio * (half - max_exact)).long().clamp(max=half - 1)
+    return buckets + torch.where(distance < max_exact, distance, far)
+
+
+def relative_position_bias(table: nn.Embedding, position_ids: torch.Tensor, config: PLMConfig) -> torch.Tensor:
+    """T5's additive attention bias (batch, heads, seq, seq) for tokens at `position_ids` (batch, seq): one learned
+    value per bucket and head (`table`), shared by every layer."""
+    relative_position = position_ids[:, None, :] - position_ids[:, :, None]  # key minus query
+    buckets = relative_position_bucket(
+        relative_position, config.relative_attention_num_buckets, config.relative_attention_max_distance
+    )
+    return table(buckets).permute(0, 3, 1, 2)
+
+
+def add_position_bias(mask: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
+    """An attention mask (None, boolean, or additive as eager attention takes it) with a position bias added."""
+    if mask is None:
+        return bias
+    if mask.dtype == torch.bool:
+        return bias.masked_fill(~mask, torch.finfo(bias.dtype).min)
+    return bias + mask.to(bias.dtype)
 
 
 def swap_halves(x: torch.Tensor, parts: int = 1) -> torch.Tensor:
@@ -86,8 +120,20 @@ def apply_rotary_pos_emb(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RoPE, x * cos + rotate_half(x) * sin, with rotate_half(x) * sin computed exactly as swap_halves(x) * signed_sin
     (sin with the first half of each part negated) in fewer ops. `parts=2` is 2-D RoPE, each half of the head rotated
-    on its own. q, k: (batch, heads, seq, head_dim); cos, signed_sin: (batch, 1, seq, head_dim)."""
-    return q * cos + swap_halves(q, parts) * signed_sin, k * cos + swap_halves(k, parts) * signed_sin
+    on its own. q, k: (batch, heads, seq, head_dim); cos, signed_sin: (batch, 1, seq, rotated dims). When the tables
+    are narrower than the head (partial rotary, `config.rotary_dim`), the first dims of each part are rotated and the
+    rest pass through."""
+    if cos.shape[-1] == q.shape[-1]:
+        return q * cos + swap_halves(q, parts) * signed_sin, k * cos + swap_halves(k, parts) * signed_sin
+    return rotate_leading_dims(q, cos, signed_sin, parts), rotate_leading_dims(k, cos, signed_sin, parts)
+
+
+def rotate_leading_dims(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, parts: int) -> torch.Tensor:
+    rotary_dim = cos.shape[-1] // parts
+    x = x.unflatten(-1, (parts, -1))
+    rotated, passed = x[..., :rotary_dim].flatten(-2), x[..., rotary_dim:]
+    rotated = rotated * cos + swap_halves(rotated, parts) * signed_sin
+    return torch.cat((rotated.unflatten(-1, (parts, -1)), passed), -1).flatten(-2)
 
 
 def get_attention_function(attn_implementation: str) -> Callable:
@@ -107,7 +153,7 @@ class PLMAttention(nn.Module):
         self.layer_idx = layer_idx
         self.head_dim = config.head_dim
         self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
-        self.scaling = self.head_dim**-0.5
+        self.scaling = self.head_dim**-0.5 if config.attention_scale is None else config.attention_scale
         self.attention_dropout = config.attention_dropout
         self.is_causal = True  # the per-call value is passed to the kernel as `is_causal`
         self.rotary_parts = 2 if config.position_embedding_type == "rotary_2d" else 1
@@ -117,7 +163,10 @@ class PLMAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
         self.v_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
         self.o_proj = nn.Linear(q_width, config.hidden_size, bias=config.attention_bias)
-        if config.norm_scheme == "deepnorm":
+        if config.qk_norm:  # over the full widths, before the split into heads (ESM C)
+            self.q_norm = build_norm(config, q_width, bias=False)
+            self.k_norm = build_norm(config, kv_width, bias=False)
+        if config.norm_scheme in ("deepnorm", "glm_deepnorm"):
             self.v_proj.init_scale = self.o_proj.init_scale = config.deepnorm_beta
 
     def forward(
@@ -133,6 +182,8 @@ class PLMAttention(nn.Module):
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         query, key, value = self.project_input(hidden_states)
+        if hasattr(self, "q_norm"):
+            query, key = self.q_norm(query), self.k_norm(key)
         query = query.view(hidden_shape).transpose(1, 2)
         key = key.view(hidden_shape).transpose(1, 2)
         value = value.view(hidden_shape).transpose(1, 2)
@@ -174,7 +225,7 @@ class PLMMLP(nn.Module):
             self.gate_proj = nn.Linear(hidden, intermediate, bias=config.mlp_bias)
         self.down_proj = nn.Linear(intermediate, hidden, bias=config.mlp_bias)
         self.act_fn = ACT2FN[config.hidden_act]
-        if config.norm_scheme == "deepnorm":
+        if config.norm_scheme in ("deepnorm", "glm_deepnorm"):
             for projection in (module for module in self.children() if isinstance(module, nn.Linear)):
                 projection.init_scale = config.deepnorm_beta
 
@@ -192,31 +243,51 @@ class PLMMLP(nn.Module):
 
 
 class PLMLayer(GradientCheckpointingLayer):
-    """One transformer block: pre-LN (`x + f(norm(x))`) or DeepNorm post-LN (`norm(alpha * x + f(x))`)."""
+    """One transformer block (`config.norm_scheme`): pre-LN, `x + f(norm(x))`; DeepNorm post-LN,
+    `norm(alpha * x + f(x))`; GLM's DeepNorm, `y = norm(x); alpha * y + f(y)`. With `parallel_residual` (GPT-J) the
+    attention and the MLP read one norm of the same input, `x + attn(norm(x)) + mlp(norm(x))`."""
 
     def __init__(self, config: PLMConfig, layer_idx: int):
         super().__init__()
         self.self_attn = PLMAttention(config, layer_idx)
         self.mlp = PLMMLP(config)
         self.attention_norm = build_norm(config)
-        self.mlp_norm = build_norm(config)
+        self.parallel_residual = config.parallel_residual
+        if not self.parallel_residual:
+            self.mlp_norm = build_norm(config)
         self.hidden_dropout = config.hidden_dropout
-        self.deepnorm_alpha = config.deepnorm_alpha if config.norm_scheme == "deepnorm" else None
+        self.norm_scheme = config.norm_scheme
+        self.deepnorm_alpha = config.deepnorm_alpha
+        self.residual_multiplier = config.residual_multiplier
 
     def dropout(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if not self.training or self.hidden_dropout == 0.0:  # skipped outright: decoding pays per call
             return hidden_states
         return nn.functional.dropout(hidden_states, self.hidden_dropout, training=True)
 
+    def branch(self, output: torch.Tensor) -> torch.Tensor:
+        """A residual branch as it is added: dropped out, then scaled by `residual_multiplier` (ESM C)."""
+        output = self.dropout(output)
+        return output if self.residual_multiplier == 1.0 else output * self.residual_multiplier
+
     def forward(self, hidden_states: torch.Tensor, **attention_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.deepnorm_alpha is None:
+        if self.parallel_residual:
+            normed = self.attention_norm(hidden_states)
+            attention_output, weights = self.self_attn(normed, **attention_kwargs)
+            return hidden_states + self.branch(attention_output) + self.branch(self.mlp(normed)), weights
+        if self.norm_scheme == "pre":
             attention_output, weights = self.self_attn(self.attention_norm(hidden_states), **attention_kwargs)
-            hidden_states = hidden_states + self.dropout(attention_output)
-            hidden_states = hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
+            hidden_states = hidden_states + self.branch(attention_output)
+            hidden_states = hidden_states + self.branch(self.mlp(self.mlp_norm(hidden_states)))
+        elif self.norm_scheme == "glm_deepnorm":
+            normed = self.attention_norm(hidden_states)
+            attention_output, weights = self.self_attn(normed, **attention_kwargs)
+            normed = self.mlp_norm(normed * self.deepnorm_alpha + self.branch(attention_output))
+            hidden_states = normed * self.deepnorm_alpha + self.branch(self.mlp(normed))
         else:
             attention_output, weights = self.self_attn(hidden_states, **attention_kwargs)
-            hidden_states = self.attention_norm(hidden_states * self.deepnorm_alpha + self.dropout(attention_output))
-            hidden_states = self.mlp_norm(hidden_states * self.deepnorm_alpha + self.dropout(self.mlp(hidden_states)))
+            hidden_states = self.attention_norm(hidden_states * self.deepnorm_alpha + self.branch(attention_output))
+            hidden_states = self.mlp_norm(hidden_states * self.deepnorm_alpha + self.branch(self.mlp(hidden_states)))
         return hidden_states, weights
 
 

@@ -76,8 +76,8 @@ def read_vocab_file(path: str | os.PathLike[str]) -> list[str]:
 
 def build_backend_tokenizer(
     vocab: list[str],
-    bos_token: str,
-    eos_token: str,
+    bos_token: str | None,
+    eos_token: str | None,
     pad_token: str,
     unk_token: str,
     special_tokens: list[str],
@@ -86,8 +86,9 @@ def build_backend_tokenizer(
 
     Args:
         vocab: Tokens in id order (e.g. the lines of ``vocab.txt``).
-        bos_token: Token prepended to every sequence (``<bos>``; ESM uses ``<cls>``).
-        eos_token: Token appended to every sequence.
+        bos_token: Token prepended to every sequence (``<bos>``; ESM uses ``<cls>``, ProGen2 ``1``); None for none
+            (T5 encoders).
+        eos_token: Token appended to every sequence; None for none.
         pad_token: Padding token; must be in ``vocab``.
         unk_token: Token for characters that are not in ``vocab``.
         special_tokens: Tokens matched as a whole in raw text (usually every ``<...>`` entry of ``vocab``).
@@ -98,6 +99,7 @@ def build_backend_tokenizer(
             raise ValueError(f"Duplicate token {token!r} at ids {token_to_id[token]} and {index}")
         token_to_id[token] = index
     named = {"bos_token": bos_token, "eos_token": eos_token, "pad_token": pad_token, "unk_token": unk_token}
+    named = {name: token for name, token in named.items() if token is not None}
     for name, token in named.items():
         if token not in token_to_id:
             raise ValueError(f"{name} {token!r} is not in the vocabulary")
@@ -115,10 +117,13 @@ def build_backend_tokenizer(
     # normalized=False: special tokens are matched on the raw text, before whitespace removal and upper-casing.
     added = sorted({*special_tokens, *named.values()}, key=token_to_id.__getitem__)
     tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in added])
+    bos = [f"{bos_token}:0"] if bos_token is not None else []
+    eos = [f"{eos_token}:0"] if eos_token is not None else []
+    eos_pair = [f"{eos_token}:1"] if eos_token is not None else []
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos_token}:0 $A:0 {eos_token}:0",
-        pair=f"{bos_token}:0 $A:0 {eos_token}:0 $B:1 {eos_token}:1",
-        special_tokens=[(bos_token, token_to_id[bos_token]), (eos_token, token_to_id[eos_token])],
+        single=" ".join([*bos, "$A:0", *eos]),
+        pair=" ".join([*bos, "$A:0", *eos, "$B:1", *eos_pair]),
+        special_tokens=[(token, token_to_id[token]) for token in (bos_token, eos_token) if token is not None],
     )
     tokenizer.decoder = decoders.Fuse()
     return tokenizer
@@ -220,8 +225,8 @@ class PLMTokenizerFast(PreTrainedTokenizerFast):
             vocab = read_vocab_file(vocab_file)
             backend = build_backend_tokenizer(
                 vocab,
-                bos_token=str(bos_token),
-                eos_token=str(eos_token),
+                bos_token=None if bos_token is None else str(bos_token),
+                eos_token=None if eos_token is None else str(eos_token),
                 pad_token=str(pad_token),
                 unk_token=str(unk_token),
                 special_tokens=special_tokens_of(vocab),
@@ -320,9 +325,12 @@ class PLMTokenizerFast(PreTrainedTokenizerFast):
     def build_inputs_with_special_tokens(
         self, token_ids_0: list[int], token_ids_1: list[int] | None = None
     ) -> list[int]:
-        """The post-processor's layout for ids that are already tokens: ``<bos> A <eos>`` (a pair: ``... B <eos>``)."""
-        ids = [self.bos_token_id, *token_ids_0, self.eos_token_id]
-        return ids if token_ids_1 is None else [*ids, *token_ids_1, self.eos_token_id]
+        """The post-processor's layout for ids that are already tokens: ``<bos> A <eos>`` (a pair: ``... B <eos>``),
+        without the side whose token is None."""
+        bos = [self.bos_token_id] if self.bos_token is not None else []
+        eos = [self.eos_token_id] if self.eos_token is not None else []
+        ids = [*bos, *token_ids_0, *eos]
+        return ids if token_ids_1 is None else [*ids, *token_ids_1, *eos]
 
     @property
     def valid_residues(self) -> str:

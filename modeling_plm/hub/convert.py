@@ -5,7 +5,7 @@
 module's entries here. The ESM-2 names stay importable from this module (`modeling_plm.convert` is this module).
 """
 
-from .converters import esm2
+from .converters import amplify, esm2, esmc, progen2, rita, t5, xtrimopglm
 from .converters.common import Converter, load_checkpoint_weights
 from .converters.esm2 import (
     ESM2_FIXED_KNOBS,
@@ -18,11 +18,24 @@ from .converters.esm2 import (
     plm_state_dict_to_esm,
 )
 
-CONVERTERS: dict[str, Converter] = {converter.name: converter for converter in esm2.CONVERTERS}
+FAMILIES = (esm2, esmc, progen2, rita, amplify, xtrimopglm, t5)
+CONVERTERS: dict[str, Converter] = {converter.name: converter for family in FAMILIES for converter in family.CONVERTERS}
+# The published sizes of each family, defined beside its converter; `config_from_preset` serves them all (the package
+# adds them to `training.presets.PRESETS` on import). ESM-2's live in `training.presets` itself.
+FAMILY_PRESETS: dict[str, dict] = {
+    **esmc.ESMC_PRESETS,
+    **progen2.PROGEN2_PRESETS,
+    **rita.RITA_PRESETS,
+    **amplify.AMPLIFY_PRESETS,
+    **xtrimopglm.XTRIMOPGLM_PRESETS,
+    **t5.T5_PRESETS,
+}
 
 __all__ = [
     "CONVERTERS",
     "ESM2_FIXED_KNOBS",
+    "FAMILIES",
+    "FAMILY_PRESETS",
     "ESM2_VOCAB",
     "Converter",
     "convert_esm2",

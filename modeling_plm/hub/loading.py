@@ -22,7 +22,22 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 PLM_MODEL_TYPES = ("plm",)
 # A head a checkpoint of another task lacks by design: a new task head starts fresh (an LM head never does).
 FRESH_HEAD_PREFIXES = ("classifier",)
-CONVERT_HINTS = {"esm": "convert it first: plm convert esm2 {folder} OUTPUT_FOLDER"}
+# Another family's model_type: the converter that brings it onto this backbone.
+CONVERT_HINTS = {
+    model_type: f"convert it first: plm convert {family} {{folder}} OUTPUT_FOLDER"
+    for model_type, family in {
+        "esm": "esm2",
+        "esmc": "esmc",
+        "progen": "progen2",
+        "gptj": "progen2",
+        "rita": "rita",
+        "gpt_neox": "rita",
+        "AMPLIFY": "amplify",
+        "amplify": "amplify",
+        "proteinglm": "xtrimopglm",
+        "t5": "t5",
+    }.items()
+}
 PICKLE_HINT = (
     "pickled weights are refused (unpickling can run code). Convert them once, on a machine you trust: python -c "
     "\"import torch; from safetensors.torch import save_file; save_file(torch.load('{name}', weights_only=True), "
@@ -140,6 +155,11 @@ def load_pretrained(auto_class: Any, source: str | os.PathLike, **kwargs: Any) -
     finally:
         transformers.logging.set_verbosity(verbosity)
     missing = [key for key in info["missing_keys"] if not key.startswith(FRESH_HEAD_PREFIXES)]
+    if missing and all(key.startswith("lm_head.") for key in missing):
+        raise ModelFolderError(
+            f"{source}: this checkpoint has no language-model head (an encoder, e.g. converted from Ankh or ProtT5), "
+            f"so it cannot score or generate; it embeds (plm embed) and fine-tunes (plm finetune)"
+        )
     if missing:
         raise ModelFolderError(f"{source}: the checkpoint lacks the weights {missing[:5]}; is it a modeling_plm model?")
     return model

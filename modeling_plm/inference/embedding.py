@@ -45,7 +45,7 @@ from ..data.collators import padded_inputs, token_budget_batches
 from ..data.fasta import read_fasta
 from ..data.residues import apply_residue_policy, check_residue_policy, invalid_character_pattern, strip_stop_codon
 from ..modeling_plm import pool_residues
-from .context import context_residues
+from .context import context_residues, special_token_layout
 from .stores import (  # EmbeddingRecord, load_embeddings and shard_name: importable from here as before
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -83,6 +83,8 @@ class EmbeddingOptions:
     stride: int
     max_residues: int  # longer sequences are windowed
     batch_size: int | None = None  # most rows per forward pass, within the token budget (None: the budget alone)
+    leading_specials: int = 1  # special tokens the tokenizer puts before the residues (<bos>), and after (<eos>)
+    trailing_specials: int = 1
 
 
 class _Piece(NamedTuple):
@@ -94,15 +96,23 @@ class _Piece(NamedTuple):
     windowed: bool
 
 
-def _backbone_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare PLM backbone of any PLM model class (`PLMModel` itself, or `.model` of the head classes)."""
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) != "plm":
-        raise TypeError(
-            f"embed_sequences needs a modeling_plm model (config.model_type 'plm'), got {type(model).__name__}; "
-            "load one with AutoModel.from_pretrained(...) after `import modeling_plm`."
-        )
-    return getattr(model, model.base_model_prefix, model)
+# transformers' own protein encoders, embedded as they are (to compare a family without converting it).
+STOCK_ENCODER_TYPES = ("esm", "esmc", "t5")
+
+
+def _backbone_of(model: torch.nn.Module, allow_stock: bool = True) -> torch.nn.Module:
+    """The bare backbone of any PLM model class (`PLMModel` itself, or `.model` of the head classes) or, with
+    `allow_stock`, of transformers' ESM-2, ESM C and T5 models (their base model; a T5 encoder-decoder's encoder)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type == "plm":
+        return getattr(model, model.base_model_prefix, model)
+    if allow_stock and model_type in STOCK_ENCODER_TYPES:
+        return model.get_encoder() if model.config.is_encoder_decoder else model.base_model
+    stock = " or a transformers EsmModel, EsmcModel or T5EncoderModel" if allow_stock else ""
+    raise TypeError(
+        f"this needs a modeling_plm model (config.model_type 'plm'){stock}, got {type(model).__name__}; "
+        "load one with AutoModel.from_pretrained(...) after `import modeling_plm`."
+    )
 
 
 def _resolve_options(
@@ -115,8 +125,10 @@ def _resolve_options(
     window: int | None,
     stride: int | None,
     batch_size: int | None = None,
+    tokenizer: Any = None,
 ) -> EmbeddingOptions:
     num_states = config.num_hidden_layers + 1
+    leading, trailing = map(len, special_token_layout(tokenizer)) if tokenizer is not None else (1, 1)
     stack_layers = not isinstance(layers, (int, np.integer))
     requested = [int(layer) for layer in layers] if stack_layers else [int(layers)]
     if not requested:
@@ -138,6 +150,8 @@ def _resolve_options(
             raise ValueError(f"pooling must be among {POOLING_METHODS}, got {method!r}")
     if len(set(methods)) != len(methods):
         raise ValueError(f"pooling lists a method twice: {list(methods)}")
+    if "bos" in methods and not leading:
+        raise ValueError("pooling 'bos' needs a tokenizer that puts a token before the residues; this one adds none")
     if not methods and not per_residue:
         raise ValueError("Nothing to compute: give pooling methods, per_residue=True, or both.")
     if token_budget < 1:
@@ -145,11 +159,13 @@ def _resolve_options(
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
 
-    fits = context_residues(config)
+    # A model without a position table (T5's relative positions, as transformers' T5 has it) has no context limit.
+    unlimited = getattr(config, "max_position_embeddings", None) is None
+    fits = 2**31 if unlimited else context_residues(config, leading + trailing)
     if window is None:
         window = fits
     elif not 1 <= window <= fits:
-        raise ValueError(f"window must be between 1 and the context minus <bos>/<eos> ({fits} residues), got {window}")
+        raise ValueError(f"window must be between 1 and the context minus special tokens ({fits} residues): {window}")
     max_residues = window
     if stride is None:
         stride = max(1, window // 2)
@@ -165,6 +181,8 @@ def _resolve_options(
         stride=stride,
         max_residues=max_residues,
         batch_size=batch_size,
+        leading_specials=leading,
+        trailing_specials=trailing,
     )
 
 
@@ -194,7 +212,8 @@ def _batches(pieces: list[_Piece], options: EmbeddingOptions) -> Iterator[list[_
     budget, and its rows within `batch_size` when given. A single row longer than the budget runs alone: the budget
     bounds batching, and the window bounds each row.
     """
-    for indices in token_budget_batches([len(piece.ids) + 2 for piece in pieces], options.token_budget):
+    specials = options.leading_specials + options.trailing_specials
+    for indices in token_budget_batches([len(piece.ids) + specials for piece in pieces], options.token_budget):
         rows = options.batch_size or len(indices)
         for start in range(0, len(indices), rows):
             yield [pieces[index] for index in indices[start : start + rows]]
@@ -228,6 +247,12 @@ def _iter_embeddings(
 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """Yield (input position, outputs as CPU tensors) for every sequence, in processing (length) order."""
     device = backbone.device
+    # Our backbone attends as its model was trained to embed (both ways, or causally for causal-only models);
+    # transformers' encoders always attend both ways.
+    plm = backbone.config.model_type == "plm"
+    extra = {"attention_type": getattr(backbone.config, "embedding_attention", "bidirectional")} if plm else {}
+    leading_ids, trailing_ids = special_token_layout(tokenizer)
+    first = len(leading_ids)
     last_state = backbone.config.num_hidden_layers
     need_all_states = any(index != last_state for index in options.layer_indices)
     pieces = _pieces_of(residue_ids, options)
@@ -241,13 +266,13 @@ def _iter_embeddings(
     first_bos: dict[int, torch.Tensor] = {}
 
     for batch in _batches(pieces, options):
-        rows = [tokenizer.build_inputs_with_special_tokens(piece.ids) for piece in batch]
+        rows = [[*leading_ids, *piece.ids, *trailing_ids] for piece in batch]
         inputs = padded_inputs(rows, tokenizer.pad_token_id)
         outputs = backbone(
             input_ids=inputs["input_ids"].to(device),
             attention_mask=inputs["attention_mask"].to(device),
-            attention_type="bidirectional",
             output_hidden_states=need_all_states,
+            **extra,
         )
         if need_all_states:
             selected = torch.stack([outputs.hidden_states[index] for index in options.layer_indices])
@@ -257,7 +282,7 @@ def _iter_embeddings(
 
         for row, piece in enumerate(batch):
             length = len(piece.ids)
-            states = selected[:, row, 1 : 1 + length]
+            states = selected[:, row, first : first + length]
             if not piece.windowed:
                 yield piece.owner, _finish(states, selected[:, row, 0], options, stored_dtype)
                 continue
@@ -282,7 +307,11 @@ def _tokenize_residues(tokenizer: Any, sequences: list[str]) -> list[list[int]]:
     if not sequences:
         return []
     # verbose=False: the tokenizer's "longer than model_max_length" warning does not apply, long ones are windowed.
-    residue_ids = tokenizer(sequences, add_special_tokens=False, verbose=False)["input_ids"]
+    if hasattr(tokenizer, "valid_residues"):  # ours: the residue policy reads the strings
+        residue_ids = tokenizer(sequences, add_special_tokens=False, verbose=False)["input_ids"]
+    else:  # another family's tokenizer (ESM's, T5's sentencepiece): one residue per word, as their users call them
+        words = [list(sequence) for sequence in sequences]
+        residue_ids = tokenizer(words, is_split_into_words=True, add_special_tokens=False, verbose=False)["input_ids"]
     for index, ids in enumerate(residue_ids):
         if not ids:
             raise ValueError(f"sequence {index} is empty (no residues left after the tokenizer's policy)")
@@ -290,8 +319,8 @@ def _tokenize_residues(tokenizer: Any, sequences: list[str]) -> list[list[int]]:
 
 
 def _check_special_ids(tokenizer: Any) -> None:
-    if None in (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id):
-        raise ValueError("the tokenizer needs pad, bos and eos tokens to embed sequences")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer needs a pad token to embed sequences in batches")
 
 
 def _to_output(result: dict[str, torch.Tensor], return_tensors: str) -> dict[str, Any]:
@@ -320,8 +349,12 @@ def embed_sequences(
     Args:
         model: any modeling_plm model (`PLMModel`, `PLMForMaskedLM`, `PLMForCausalLM`, ...). Its bare backbone runs
             with bidirectional attention, in eval mode for the call (the model's mode is restored afterwards).
+            transformers' own `EsmModel`, `EsmcModel` and `T5EncoderModel` (or their masked-LM / encoder-decoder
+            classes) are embedded as they are, with their own tokenizers, to compare a family without converting
+            it; a converted copy gives the same numbers. `layers` then indexes their `hidden_states`.
         tokenizer: the model's tokenizer; its `invalid_residues` policy validates the input, and errors name the
-            0-based sequence index. Special tokens written in a sequence (`<mask>`) count as residues.
+            0-based sequence index. Special tokens written in a sequence (`<mask>`) count as residues. Another
+            family's tokenizer gets one residue per word (`is_split_into_words`), as ProtT5's and Ankh's need.
         sequences: residue strings. An empty sequence raises ValueError naming its index.
         layers: hidden-state index (0 = embeddings, -1 = last, after the final norm), or a list of them.
         pooling: "mean", "max", "bos", a list of them, or None for none.
@@ -360,6 +393,7 @@ def embed_sequences(
         window=window,
         stride=stride,
         batch_size=batch_size,
+        tokenizer=tokenizer,
     )
     residue_ids = _tokenize_residues(tokenizer, sequences)
     results: list[dict[str, Any] | None] = [None] * len(sequences)
@@ -568,7 +602,7 @@ def embed_fasta(
     already done), `output_dir`.
     """
     fasta_path, output_dir = Path(fasta_path), Path(output_dir)
-    backbone = _backbone_of(model)
+    backbone = _backbone_of(model, allow_stock=False)
     options = _resolve_options(
         backbone.config,
         layers=layers,
@@ -577,6 +611,7 @@ def embed_fasta(
         token_budget=token_budget,
         window=window,
         stride=stride,
+        tokenizer=tokenizer,
     )
     if shard_size < 1:
         raise ValueError(f"shard_size must be positive, got {shard_size}")

@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from ..data.collators import token_budget_batches
 from ..hub.loading import load_pretrained
-from ..inference.context import context_residues
+from ..inference.context import context_residues, special_token_layout
 from ..modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
 from .config import METHODS, TASKS, FinetuneConfig
 from .finetune_data import (
@@ -601,7 +601,8 @@ def finetune(config: FinetuneConfig) -> Path:
     )
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    run = _encoded_splits(config, tokenizer, context_residues(AutoConfig.from_pretrained(config.model)))
+    specials = sum(map(len, special_token_layout(tokenizer)))
+    run = _encoded_splits(config, tokenizer, context_residues(AutoConfig.from_pretrained(config.model), specials))
     data, features, task = run["data"], run["features"], config.task
     model = build_model(
         config.model,
@@ -740,7 +741,8 @@ def predict(
     As in training, at most `max_length` residues go in at once (default: the context minus 2): per-residue tasks
     predict longer sequences in consecutive chunks, sequence tasks see the first `max_length` residues."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    max_length = max_length or context_residues(base.config)
+    leading, trailing = map(len, special_token_layout(tokenizer))
+    max_length = max_length or context_residues(base.config, leading + trailing)
     per_residue = isinstance(base, PLMForTokenClassification)
     pieces: list[tuple[int, str]] = []  # (sequence index, residues)
     for index, sequence in enumerate(sequences):
@@ -754,7 +756,8 @@ def predict(
     if per_residue:
         labels = [""] * len(sequences)
         for (index, _), output in zip(pieces, outputs):
-            labels[index] += "".join(id2label[int(i)] for i in output[1:-1].argmax(-1))
+            residues = output[leading : len(output) - trailing]
+            labels[index] += "".join(id2label[int(i)] for i in residues.argmax(-1))
         return labels
     if base.config.problem_type == "regression" or base.config.num_labels == 1:
         return [float(output[0]) for output in outputs]

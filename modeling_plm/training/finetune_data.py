@@ -23,6 +23,7 @@ import torch
 from ..data.collators import IGNORE_INDEX, pad_rows, padded_inputs
 from ..data.fasta import file_format, open_text, read_fasta
 from ..data.residues import apply_residue_policy, invalid_character_pattern, strip_stop_codon
+from ..inference.context import special_token_layout
 from .config import FinetuneConfig
 
 logger = logging.getLogger("modeling_plm.training.finetune")
@@ -435,17 +436,19 @@ def encode_examples(
     if not examples:  # e.g. no test split (the tokenizer refuses an empty batch)
         return []
     encoded = tokenizer([e.sequence for e in examples], add_special_tokens=True)["input_ids"]
+    leading, trailing = map(len, special_token_layout(tokenizer))  # <bos> and <eos>; T5's tokenizers add no <bos>
     features = []
     for example, input_ids in zip(examples, encoded):
-        if len(input_ids) != len(example.sequence) + 2:  # labels are aligned on one token per residue
-            raise ValueError(f"{example.where}: the tokenizer did not give <bos> + one token per residue + <eos>")
+        if len(input_ids) != len(example.sequence) + leading + trailing:  # labels align on one token per residue
+            raise ValueError(f"{example.where}: the tokenizer did not give one token per residue between its specials")
         if task == "sequence-regression":
             label: Any = (example.label - target_mean) / target_std
         elif task == "sequence-classification":
             label = label2id[example.label]
         else:
             mask = example.mask or "1" * len(example.label)
-            label = [-100] + [label2id[c] if m == "1" else -100 for c, m in zip(example.label, mask)] + [-100]
+            residue_labels = [label2id[c] if m == "1" else -100 for c, m in zip(example.label, mask)]
+            label = [-100] * leading + residue_labels + [-100] * trailing
         features.append({"input_ids": input_ids, "labels": label})
     return features
 

@@ -242,10 +242,12 @@ class Batcher:
 def build_model(config: PretrainConfig, objective: str, init_from: str | None) -> PLMLanguageModelBase:
     model_class = PLMForCausalLM if objective == "clm" else PLMForMaskedLM
     if init_from:
-        return model_class.from_pretrained(init_from, attn_implementation=config.attn_implementation)
-    model_config = config_from_preset(config.preset, **config.model_overrides)
-    model = model_class(model_config)
-    model.set_attn_implementation(config.attn_implementation)
+        model = model_class.from_pretrained(init_from, attn_implementation=config.attn_implementation)
+    else:
+        model = model_class(config_from_preset(config.preset, **config.model_overrides))
+        model.set_attn_implementation(config.attn_implementation)
+    # Embeddings read the model as it learned: causally after causal-only training (CLM -> MLM transfer ends both).
+    model.config.embedding_attention = "causal" if objective == "clm" else "bidirectional"
     return model
 
 

@@ -23,6 +23,17 @@ class Converter:
     destination_help: str
 
 
+def knob_problems(config, expected: dict, family: str) -> list[str]:
+    """`key=value (FAMILY needs value)` for each knob of `config` that differs from what `family` can express: the
+    reverse converters list every one at once before refusing."""
+    needs = f"{family} needs" if family else "needs"
+    return [
+        f"{key}={getattr(config, key)!r} ({needs} {value!r})"
+        for key, value in expected.items()
+        if getattr(config, key) != value
+    ]
+
+
 def compile_name_template(template: str) -> re.Pattern:
     """`encoder.layer.{layer}.x.{param}` -> a pattern whose groups `layer` (digits) and `param` (weight|bias) fill
     the other side's template."""

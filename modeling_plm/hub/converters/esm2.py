@@ -20,6 +20,7 @@ from ..loading import check_model_folder, check_model_type
 from .common import (
     Converter,
     compile_name_template,
+    knob_problems,
     load_checkpoint_weights,
     rename,
     resolve_source,
@@ -135,11 +136,7 @@ def plm_config_to_esm(config: PLMConfig) -> EsmConfig:
         "num_key_value_heads": config.num_attention_heads,
         "head_dim": config.hidden_size // config.num_attention_heads,
     }
-    problems = [
-        f"{key}={getattr(config, key)!r} (ESM needs {value!r})"
-        for key, value in expected.items()
-        if getattr(config, key) != value
-    ]
+    problems = knob_problems(config, expected, "ESM")
     if config.hidden_act not in ("gelu", "gelu_python"):
         problems.append(f"hidden_act={config.hidden_act!r} (ESM needs the erf GELU)")
     if problems:
