@@ -5,14 +5,20 @@ import argparse
 
 from ..hub.convert import CONVERTERS
 
-HELP = "convert checkpoints between other model families (ESM-2) and modeling_plm"
+HELP = "convert checkpoints of other families (ESM-2, ESM C, ProGen2, RITA, AMPLIFY, xTrimoPGLM, Ankh/ProtT5) and back"
 PARSER_OPTIONS = {
     "formatter_class": argparse.RawDescriptionHelpFormatter,
     "epilog": (
         "examples:\n"
         "  plm convert esm2 ./esm2_t6_8M_UR50D ./esm2-8m-plm       # a local folder laid out like facebook/esm2_*\n"
         "  plm convert esm2 facebook/esm2_t6_8M_UR50D ./esm2-8m-plm  # a hub id, when online\n"
-        "  plm convert to-esm2 ./esm2-8m-plm ./esm2-8m-esm          # back to transformers' EsmForMaskedLM"
+        "  plm convert to-esm2 ./esm2-8m-plm ./esm2-8m-esm          # back to transformers' EsmForMaskedLM\n"
+        "  plm convert esmc biohub/ESMC-300M ./esmc-300m-plm\n"
+        "  plm convert progen2 hugohrban/progen2-small ./progen2-small-plm   # then: plm generate ./progen2-small-plm\n"
+        "  plm convert rita lightonai/RITA_s ./rita-s-plm\n"
+        "  plm convert amplify chandar-lab/AMPLIFY_120M ./amplify-120m-plm\n"
+        "  plm convert xtrimopglm biomap-research/proteinglm-1b-mlm ./proteinglm-1b-mlm-plm\n"
+        "  plm convert t5 Rostlab/prot_t5_xl_uniref50 ./prott5-plm         # encoders: Ankh and ProtT5"
     ),
 }
 

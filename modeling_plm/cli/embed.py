@@ -8,6 +8,7 @@ from transformers import AutoModel
 from ..data.residues import INVALID_RESIDUE_POLICIES
 from ..hub.loading import load_pretrained, load_tokenizer
 from ..inference.embedding import POOLING_METHODS, STORAGE_DTYPES, embed_fasta
+from ..inference.exports import export_embeddings, export_format
 from . import options
 
 __all__ = ["HELP", "add_arguments", "run"]
@@ -25,7 +26,14 @@ EPILOG = """examples:
   plm embed ./esm2-8m-plm proteins.fasta out/per-residue --per-residue --shard-size 1000 --dtype float16
   plm embed runs/demo/final proteins.fasta out/emb --invalid-residues X   # map J, *, digits, ... to X
 
-read them back:
+several processes (each embeds every n-th shard into OUT; the last to finish merges them into manifest.jsonl):
+  torchrun --nproc_per_node 4 -m modeling_plm embed runs/demo/final uniref50.fasta.gz out/emb
+  sbatch --array=0-15 --wrap "plm embed runs/demo/final uniref50.fasta.gz out/emb"   # one process per array task
+  plm embed runs/demo/final proteins.fasta out/emb --rank 1 --world-size 4           # by hand
+
+  plm embed runs/demo/final proteins.fasta out/emb --export out/emb.h5        # also one HDF5 file, keyed by id
+
+read them back (the folder, or the exported .h5 / .parquet file):
   from modeling_plm.inference.embedding import load_embeddings
   for index, record_id, arrays in load_embeddings("out/embeddings"): arrays["mean"]  # (H,)
 """
@@ -83,13 +91,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-dtype", choices=list(STORAGE_DTYPES), default=None, help="dtype to run the model in (default: saved)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        help="this process's part of a multi-process run (default: from torchrun, accelerate or SLURM, else 0)",
+    )
+    parser.add_argument(
+        "--world-size", type=options.positive_int, default=None, help="number of processes (default: as --rank)"
+    )
+    parser.add_argument(
+        "--export",
+        metavar="FILE",
+        default=None,
+        help="also write the finished result as one HDF5 (.h5, keyed by id) or parquet (.parquet) file; in a "
+        "multi-process run the process that merges writes it",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """`plm embed`: load the model and tokenizer, run `embed_fasta`, print the summary. Returns the exit status."""
     load_kwargs = {"dtype": STORAGE_DTYPES[args.model_dtype]} if args.model_dtype else {}
+    rank, world_size, local_rank = options.launch_rank()
+    if (args.rank is None) != (args.world_size is None):
+        raise ValueError("give --rank and --world-size together (or neither, to take them from the launcher)")
+    if args.rank is not None:
+        rank, world_size = args.rank, args.world_size
+    if args.export:
+        export_format(args.export)  # a wrong suffix fails before any work
     tokenizer = load_tokenizer(args.model)
-    model = load_pretrained(AutoModel, args.model, **load_kwargs).to(options.default_device(args.device)).eval()
+    device = options.default_device(args.device, local_rank)
+    model = load_pretrained(AutoModel, args.model, **load_kwargs).to(device).eval()
     summary = embed_fasta(
         model,
         tokenizer,
@@ -106,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         progress=not args.no_progress,
         invalid_residues=args.invalid_residues,
+        rank=rank,
+        world_size=world_size,
     )
+    if args.export and summary.get("complete", True):
+        summary["export"] = export_embeddings(args.output_dir, args.export)
     print(json.dumps(summary, indent=2))
     return 0

@@ -1,6 +1,7 @@
 """Argument types shared by the commands: a bad value is an argparse usage error (exit 2) that names the flag."""
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
@@ -19,9 +20,25 @@ def device(text: str) -> str:
     return text
 
 
-def default_device(choice: str | None) -> str:
-    """The device a command runs on: the one given, else CUDA when available, else the CPU."""
-    return choice or ("cuda" if torch.cuda.is_available() else "cpu")
+def default_device(choice: str | None, local_rank: int = 0) -> str:
+    """The device a command runs on: the one given, else this process's CUDA device (`local_rank` of a multi-process
+    launch) when CUDA is available, else the CPU."""
+    return choice or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+
+
+def launch_rank() -> tuple[int, int, int]:
+    """(rank, world size, local rank) of this process as its launcher set them: torchrun and `accelerate launch`
+    (RANK, WORLD_SIZE, LOCAL_RANK), a SLURM job array (SLURM_ARRAY_TASK_ID counted from SLURM_ARRAY_TASK_MIN, of
+    SLURM_ARRAY_TASK_COUNT) or `srun` tasks (SLURM_PROCID of SLURM_NTASKS, SLURM_LOCALID); (0, 1, 0) otherwise."""
+    env = os.environ
+    if "WORLD_SIZE" in env:
+        return int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if "SLURM_ARRAY_TASK_COUNT" in env:
+        task = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        return task, int(env["SLURM_ARRAY_TASK_COUNT"]), 0
+    if int(env.get("SLURM_NTASKS", 1)) > 1:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0
 
 
 def positive_int(text: str) -> int:

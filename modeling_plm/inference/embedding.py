@@ -51,6 +51,7 @@ from .stores import (  # EmbeddingRecord, load_embeddings and shard_name: import
     MANIFEST_VERSION,
     EmbeddingRecord,
     Record,
+    StorePart,
     check_resumed_shard,
     finish_store,
     load_embeddings,
@@ -575,6 +576,8 @@ def embed_fasta(
     resume: bool = True,
     progress: bool = True,
     invalid_residues: str | None = "error",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Stream a FASTA(.gz) file of any size into safetensors shards plus a manifest; resumable after a kill.
 
@@ -593,6 +596,11 @@ def embed_fasta(
     own) applies to every record; "error" raises ValueError naming the file, record index and id, character and
     position, after the shards before it have been written. Empty sequences (also those emptied by "drop") and
     skipped ones are left out and listed with the reason.
+
+    Several processes: with `world_size` > 1, this process (`rank`) embeds the shards k with k % world_size == rank
+    into the shared `output_dir` under its own manifest, and the process that finishes last merges every part into
+    `manifest.jsonl`, equal to a one-process run's (see `stores.py`). Each part resumes on its own; resuming with
+    another `world_size` is refused. `summary["complete"]` says whether the merged output exists yet.
 
     Memory: one shard's records and embeddings (with per_residue: shard_size x mean length x H x n_layers x 4
     bytes, so lower `shard_size` for large per-residue runs) plus the set of record ids (for the duplicate count).
@@ -615,6 +623,9 @@ def embed_fasta(
     )
     if shard_size < 1:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    part = StorePart(rank, world_size)
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
     policy = _file_residue_policy(tokenizer, invalid_residues)
@@ -623,7 +634,9 @@ def embed_fasta(
     if fasta_path.is_dir():
         raise IsADirectoryError(f"{fasta_path} is a directory, not a FASTA file")
     header = _store_header(backbone, options, fasta_path, policy=policy, shard_size=shard_size, dtype=dtype)
-    done_shards = open_store(output_dir, header, resume)
+    if world_size > 1:
+        header |= {"rank": rank, "world_size": world_size}
+    done_shards = open_store(output_dir, header, resume, part)
 
     seen_ids: set[str] = set()
     counts = {"read": 0, "records": 0, "duplicates": 0, "skipped": 0, "stop_stripped": 0, "resumed": 0}
@@ -631,7 +644,7 @@ def embed_fasta(
     bar = tqdm(unit="rec", desc=f"embedding {fasta_path.name}", disable=not progress, smoothing=0.1)
     was_training = backbone.training
     backbone.eval()
-    shard, started = 0, time.perf_counter()
+    shard, position, started = 0, 0, time.perf_counter()  # position: this part's shards so far
     try:
         records = read_fasta(fasta_path)
         while chunk := [(counts["read"] + i, r.id, r.sequence) for i, r in zip(range(shard_size), records)]:
@@ -639,8 +652,10 @@ def embed_fasta(
             for _, record_id, _ in chunk:
                 counts["duplicates"] += record_id in seen_ids
                 seen_ids.add(record_id)
-            if shard < len(done_shards):  # written by an earlier run
-                entry = done_shards[shard]
+            if not part.owns(shard):  # another process's
+                bar.update(len(chunk))
+            elif position < len(done_shards):  # written by an earlier run
+                entry = done_shards[position]
                 check_resumed_shard(entry, chunk, fasta_path, output_dir)
                 counts["records"] += len(entry["records"])
                 counts["skipped"] += len(entry["skipped"])
@@ -658,22 +673,27 @@ def embed_fasta(
                     kept=clean.kept,
                     skipped=clean.skipped,
                     stop_stripped=clean.stop_stripped,
+                    part=part,
                 )
                 counts["records"] += len(clean.kept)
                 counts["skipped"] += len(clean.skipped)
                 counts["stop_stripped"] += clean.stop_stripped
-                bar.set_postfix(shards=shard + 1)
+                bar.set_postfix(shards=position + 1)
+            position += part.owns(shard)
             shard += 1
     finally:
         backbone.train(was_training)
         bar.close()
-    if shard < len(done_shards):
+    if position < len(done_shards):
         raise ValueError(f"{fasta_path} has fewer records than the manifest of {output_dir} lists; use --no-resume")
     # The done line leaves out what differs between an uninterrupted and a resumed run, so both manifests are equal.
     totals = {key: counts[key] for key in ("read", "records", "duplicates", "skipped", "stop_stripped")}
-    finish_store(output_dir, {**totals, "shards": shard})
+    complete = finish_store(output_dir, {**totals, "shards": shard}, part)
     seconds = round(time.perf_counter() - started, 2)
-    return {**totals, "shards": shard, "resumed": counts["resumed"], "seconds": seconds, "output_dir": str(output_dir)}
+    summary = {**totals, "shards": shard, "resumed": counts["resumed"], "seconds": seconds}
+    if world_size > 1:
+        summary |= {"rank": rank, "world_size": world_size, "complete": complete}
+    return {**summary, "output_dir": str(output_dir)}
 
 
 def _store_header(

@@ -12,6 +12,11 @@ Layout of an output folder:
 
 Each shard is written to a temporary file, synced and renamed, and only then is its manifest line appended (and
 synced): a kill leaves only complete shards listed.
+
+Several processes (torchrun, accelerate launch, a SLURM array) share one output folder: process r of W embeds the
+shards k with k % W == r and lists them in its own manifest, `manifest.rank-0000r-of-0000W.jsonl`. The process that
+finds every part finished merges them into `manifest.jsonl` (atomically; any of them may), which is then the same as
+one process's manifest: every record once, in file order. A killed process resumes its own part.
 """
 
 import json
@@ -42,7 +47,30 @@ def shard_name(shard: int) -> str:
     return f"embeddings-{shard:05d}.safetensors"
 
 
-def read_manifest(path: Path) -> tuple[dict | None, list[dict]]:
+class StorePart(NamedTuple):
+    """The part of a store one process writes: shard k belongs to process k % world_size."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def manifest_name(self) -> str:
+        if self.world_size == 1:
+            return MANIFEST_NAME
+        return f"manifest.rank-{self.rank:05d}-of-{self.world_size:05d}.jsonl"
+
+    def owns(self, shard: int) -> bool:
+        return shard % self.world_size == self.rank
+
+    def shard_at(self, position: int) -> int:
+        """The shard number of this part's `position`-th shard."""
+        return self.rank + position * self.world_size
+
+
+WHOLE_STORE = StorePart()  # one process writes every shard
+
+
+def read_manifest(path: Path, part: StorePart = WHOLE_STORE) -> tuple[dict | None, list[dict]]:
     """The header and the complete shard entries of a manifest (None, [] when there is none).
 
     A last line cut short by a kill (no newline) and a final `done` line are removed from the file: the first so
@@ -60,7 +88,8 @@ def read_manifest(path: Path) -> tuple[dict | None, list[dict]]:
         raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest")
     if shards and shards[-1].get("done"):
         shards = shards[:-1]
-    for expected, entry in enumerate(shards):
+    for position, entry in enumerate(shards):
+        expected = part.shard_at(position)
         if entry.get("shard") != expected:
             raise ValueError(f"{path}: expected the entry of shard {expected}, found {entry}; not an embed_fasta run")
     rewritten = b"".join(json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in [header, *shards])
@@ -87,27 +116,31 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
     os.replace(tmp, path)
 
 
-def remove_outputs(output_dir: Path) -> None:
-    """Delete this function's own files (shards, temporary shards, the manifest), nothing else."""
+def remove_outputs(output_dir: Path, part: StorePart = WHOLE_STORE) -> None:
+    """Delete this part's own files (its shards, temporary shards and manifest) and the merged manifest, nothing
+    else: the other processes' parts stay."""
     for path in output_dir.iterdir():
-        if path.name in (MANIFEST_NAME, MANIFEST_NAME + ".tmp") or SHARD_PATTERN.match(path.name):
+        name = path.name
+        is_shard = SHARD_PATTERN.match(name) and part.owns(int(name.split("-")[1].split(".")[0]))
+        if is_shard or name in (MANIFEST_NAME, MANIFEST_NAME + ".tmp", part.manifest_name):
             path.unlink()
 
 
-def open_store(output_dir: Path, header: dict, resume: bool) -> list[dict]:
+def open_store(output_dir: Path, header: dict, resume: bool, part: StorePart = WHOLE_STORE) -> list[dict]:
     """Prepares `output_dir` for a run with these settings and returns the entries of its complete shards: none for
     a new (or `resume=False`) run; for a resumed one, those of the earlier run, whose settings must be the same."""
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"{output_dir} is a file, not a folder to write the embeddings into")
     output_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = output_dir / MANIFEST_NAME
+    manifest_path = output_dir / part.manifest_name
     if not resume:
-        remove_outputs(output_dir)
+        remove_outputs(output_dir, part)
     for stale in output_dir.glob("embeddings-*.safetensors.tmp"):
-        stale.unlink()  # a shard a kill interrupted mid-write; it will be redone
-    previous_header, done_shards = read_manifest(manifest_path)
+        if part.owns(int(stale.name.split("-")[1].split(".")[0])):
+            stale.unlink()  # a shard a kill interrupted mid-write; it will be redone
+    previous_header, done_shards = read_manifest(manifest_path, part)
     if previous_header is None:
-        remove_outputs(output_dir)  # shards without a manifest cannot be trusted
+        remove_outputs(output_dir, part)  # shards without a manifest cannot be trusted
         append_line(manifest_path, header)
         return []
     changed = [key for key in header if key not in ("model", "fasta") and previous_header.get(key) != header[key]]
@@ -140,6 +173,7 @@ def store_shard(
     kept: list[Record],
     skipped: list[list],
     stop_stripped: int = 0,
+    part: StorePart = WHOLE_STORE,
 ) -> None:
     """Writes one complete shard, then lists it in the manifest: only now is it part of the output. `skipped` holds
     [index, id, reason] per record left out; `stop_stripped` counts the records whose trailing `*` was removed."""
@@ -151,17 +185,51 @@ def store_shard(
     entry = {"shard": shard, "file": shard_name(shard), "records": records, "skipped": skipped}
     if stop_stripped:
         entry["stop_stripped"] = stop_stripped
-    append_line(output_dir / MANIFEST_NAME, entry)
+    append_line(output_dir / part.manifest_name, entry)
 
 
-def finish_store(output_dir: Path, summary: dict[str, Any]) -> None:
-    append_line(output_dir / MANIFEST_NAME, {"done": True, "summary": summary})
+def finish_store(output_dir: Path, summary: dict[str, Any], part: StorePart = WHOLE_STORE) -> bool:
+    """Marks this part finished; with several parts, merges them when every one is. Returns whether the store is
+    complete (`manifest.jsonl` finished)."""
+    append_line(output_dir / part.manifest_name, {"done": True, "summary": summary})
+    return part.world_size == 1 or merge_parts(output_dir, part.world_size)
+
+
+PART_KEYS = ("rank", "world_size")  # in each part's header only
+# Every process reads the whole file, so these count the same in each part; the others add up over the parts.
+WHOLE_FILE_COUNTS = ("read", "duplicates", "shards")
+
+
+def merge_parts(output_dir: Path, world_size: int) -> bool:
+    """`manifest.jsonl` from the parts' manifests when all `world_size` are finished (False while one is not): their
+    shard entries in shard order under the shared header, so that it equals the manifest of a one-process run."""
+    parts = []
+    for rank in range(world_size):
+        path = output_dir / StorePart(rank, world_size).manifest_name
+        lines = path.read_bytes().split(b"\n")[:-1] if path.exists() else []
+        entries = [json.loads(line) for line in lines if line.strip()]
+        if not entries or not entries[-1].get("done"):
+            return False
+        parts.append(entries)
+    header = {key: value for key, value in parts[0][0].items() if key not in PART_KEYS}
+    shards = sorted((entry for entries in parts for entry in entries[1:-1]), key=lambda entry: entry["shard"])
+    summaries = [entries[-1]["summary"] for entries in parts]
+    summary = {
+        key: summaries[0][key] if key in WHOLE_FILE_COUNTS else sum(part[key] for part in summaries)
+        for key in summaries[0]
+    }
+    lines = [header, *shards, {"done": True, "summary": summary}]
+    tmp = output_dir / f"{MANIFEST_NAME}.{os.getpid()}.tmp"  # each process its own file: any of them may merge
+    tmp.write_bytes(b"".join(json.dumps(line, separators=(",", ":")).encode() + b"\n" for line in lines))
+    os.replace(tmp, output_dir / MANIFEST_NAME)
+    return True
 
 
 def load_embeddings(
     output_dir: str | os.PathLike, return_tensors: str = "np", require_complete: bool = True
 ) -> Iterator[EmbeddingRecord]:
-    """Yield `EmbeddingRecord(index, id, arrays)` for every stored record of an `embed_fasta` output, in file order.
+    """Yield `EmbeddingRecord(index, id, arrays)` for every stored record of an `embed_fasta` output (its folder, or
+    the .h5/.parquet file `export_embeddings` made of it), in file order.
 
     Reads one tensor at a time (constant memory). Only shards listed in the manifest are read. With
     `require_complete` (default) an unfinished run raises ValueError instead of yielding a partial result.
@@ -169,8 +237,19 @@ def load_embeddings(
     if return_tensors not in ("np", "pt"):
         raise ValueError(f"return_tensors must be one of ('np', 'pt'), got {return_tensors!r}")
     output_dir = Path(output_dir)
+    if output_dir.is_file():  # a store exported to HDF5 or parquet (`exports.py`)
+        from .exports import read_exported
+
+        yield from read_exported(output_dir, return_tensors)
+        return
     manifest_path = output_dir / MANIFEST_NAME
     if not manifest_path.exists():
+        parts = sorted(path.name for path in output_dir.glob("manifest.rank-*.jsonl"))
+        if parts:
+            raise ValueError(
+                f"{output_dir} holds the parts of a multi-process run ({', '.join(parts)}) that are not all finished "
+                "yet: rerun the unfinished processes (the last one to finish merges them into manifest.jsonl)"
+            )
         raise FileNotFoundError(f"no {MANIFEST_NAME} in {output_dir}: not an embed_fasta output folder")
     # Only newline-terminated lines: a line cut short by a kill is not part of the output.
     lines = [json.loads(line) for line in manifest_path.read_bytes().split(b"\n")[:-1] if line.strip()]
