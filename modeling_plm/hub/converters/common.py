@@ -23,6 +23,14 @@ class Converter:
     destination_help: str
 
 
+def load_weights_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], may_miss=()) -> None:
+    """Load converted weights; any weight missing (but those in `may_miss`, e.g. tied ones) or left over raises."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = [name for name in missing if name not in may_miss]
+    if missing or unexpected:
+        raise ValueError(f"Conversion mismatch: missing {missing}, unexpected {unexpected}")
+
+
 def knob_problems(config, expected: dict, family: str) -> list[str]:
     """`key=value (FAMILY needs value)` for each knob of `config` that differs from what `family` can express: the
     reverse converters list every one at once before refusing."""

@@ -26,6 +26,7 @@ from .common import (
     compile_name_template,
     knob_problems,
     load_checkpoint_weights,
+    load_weights_into,
     rename,
     resolve_source,
     write_conversion_record,
@@ -351,9 +352,7 @@ def convert_esmc(source: str | Path, destination: str | Path) -> Path:
     ]
     if wrong_shapes:
         raise ValueError(f"{source}: weights do not fit config.json: {wrong_shapes[:4]}")
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"Conversion mismatch: missing {missing}, unexpected {unexpected}")
+    load_weights_into(model, state_dict)
     model.to(_source_dtype(weights))
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
@@ -375,9 +374,7 @@ def convert_plm_to_esmc(source: str | Path, destination: str | Path) -> Path:
     weights = load_checkpoint_weights(source)
     state_dict = plm_state_dict_to_esmc(weights)
     model = esmc_classes()[1](esmc_config)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"Conversion mismatch: missing {missing}, unexpected {unexpected}")
+    load_weights_into(model, state_dict)
     model.to(_source_dtype(weights))
     model.save_pretrained(destination)
     esmc_classes()[2]().save_pretrained(destination)

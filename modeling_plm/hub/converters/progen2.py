@@ -43,6 +43,7 @@ from .common import (
     compile_name_template,
     knob_problems,
     load_checkpoint_weights,
+    load_weights_into,
     rename,
     resolve_source,
     write_conversion_record,
@@ -365,9 +366,7 @@ def convert_progen2(source: str | Path, destination: str | Path) -> Path:
     state_dict = gptj_state_dict_to_plm(load_progen_weights(source, source_config), config)
     model = PLMForCausalLM(config).to(_dtype_of(state_dict, "model.embeddings.word_embeddings.weight"))
     check_shapes(state_dict, model, source)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"Conversion mismatch: missing {missing}, unexpected {unexpected}")
+    load_weights_into(model, state_dict)
     destination = Path(destination)
     tokenizer.model_max_length = config.max_position_embeddings
     model.save_pretrained(destination)
@@ -438,9 +437,7 @@ def convert_plm_to_gptj(source: str | Path, destination: str | Path) -> Path:
     tokenizer = PLMTokenizerFast.from_pretrained(source)
     state_dict = plm_state_dict_to_gptj(load_checkpoint_weights(source), config)
     model = GPTJForCausalLM(gptj_config).to(_dtype_of(state_dict, "transformer.wte.weight"))
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"Conversion mismatch: missing {missing}, unexpected {unexpected}")
+    load_weights_into(model, state_dict)
     model.save_pretrained(destination)
     write_progen_tokenizer(tokenizer, destination / "tokenizer.json")
     return destination

@@ -37,6 +37,7 @@ from .common import (
     compile_name_template,
     knob_problems,
     load_checkpoint_weights,
+    load_weights_into,
     rename,
     resolve_source,
     write_conversion_record,
@@ -355,13 +356,6 @@ def _fold_parallel_norms(state_dict: dict[str, torch.Tensor], num_layers: int) -
                 )
 
 
-def _load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], may_miss: set[str]) -> None:
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    missing = [name for name in missing if name not in may_miss]
-    if missing or unexpected:
-        raise ValueError(f"Conversion mismatch: missing {missing}, unexpected {unexpected}")
-
-
 def convert_rita(source: str | Path, destination: str | Path) -> Path:
     """Convert a RITA checkpoint (a folder laid out like `lightonai/RITA_s`, or a hub id) or a GPT-NeoX one
     (`GPTNeoXForCausalLM`, with a per-residue tokenizer.json) into a modeling_plm causal LM: safetensors weights,
@@ -379,7 +373,7 @@ def convert_rita(source: str | Path, destination: str | Path) -> Path:
         config = gpt_neox_config_to_plm(neox, vocabulary)
         state_dict = gpt_neox_state_dict_to_plm(weights, config)
     model = PLMForCausalLM(config)
-    _load_into(model, state_dict, may_miss={"lm_head.decoder.weight"} if config.tie_word_embeddings else set())
+    load_weights_into(model, state_dict, may_miss={"lm_head.decoder.weight"} if config.tie_word_embeddings else set())
     model.tie_weights()
     destination = Path(destination)
     model.save_pretrained(destination)
@@ -479,7 +473,7 @@ def convert_plm_to_gpt_neox(source: str | Path, destination: str | Path) -> Path
     head = "embed_out.weight" if hasattr(model, "embed_out") else "lm_head.weight"  # embed_out: older transformers
     if "lm_head.weight" in state_dict:
         state_dict[head] = state_dict.pop("lm_head.weight")
-    _load_into(model, state_dict, may_miss={head} if config.tie_word_embeddings else set())
+    load_weights_into(model, state_dict, may_miss={head} if config.tie_word_embeddings else set())
     model.tie_weights()
     model.save_pretrained(destination)
     PreTrainedTokenizerFast(

@@ -34,6 +34,7 @@ from .common import (
     compile_name_template,
     knob_problems,
     load_checkpoint_weights,
+    load_weights_into,
     rename,
     resolve_source,
     write_conversion_record,
@@ -313,9 +314,7 @@ def convert_t5(source: str | Path, destination: str | Path) -> Path:
     wrong = [f"{k} {tuple(v.shape)}" for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
     if wrong:
         raise ValueError(f"{source}: weights whose shapes config.json contradicts: {wrong[:4]}")
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"Conversion mismatch: missing {missing}, unexpected {unexpected}")
+    load_weights_into(model, state_dict)
     if dropped:
         logger.warning("%s: encoder conversion leaves out %d decoder / LM-head weights", source, len(dropped))
     destination = Path(destination)
@@ -347,10 +346,7 @@ def convert_plm_to_t5(source: str | Path, destination: str | Path) -> Path:
     t5_config = plm_config_to_t5(config)
     state_dict = plm_state_dict_to_t5(load_checkpoint_weights(source), gated=t5_config.is_gated_act)
     model = T5EncoderModel(t5_config)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    missing = [name for name in missing if name != "encoder.embed_tokens.weight"]  # tied to shared.weight
-    if missing or unexpected:
-        raise ValueError(f"Conversion mismatch: missing {missing}, unexpected {unexpected}")
+    load_weights_into(model, state_dict, may_miss={"encoder.embed_tokens.weight"})  # tied to shared.weight
     model.save_pretrained(destination)
     _t5_tokenizer(PLMTokenizerFast.from_pretrained(source)).save_pretrained(destination)
     return destination
