@@ -27,7 +27,7 @@ from modeling_plm.hub.converters.progen2 import (
     split_progen_qkv,
 )
 from modeling_plm.hub.loading import ModelFolderError
-from modeling_plm.inference.stores import load_embeddings
+from modeling_plm.inference.embedding import load_embeddings
 
 TOL = 1e-5
 BACKENDS = ("eager", "sdpa")

@@ -46,7 +46,8 @@ from ..data.fasta import read_fasta
 from ..data.residues import apply_residue_policy, check_residue_policy, invalid_character_pattern, strip_stop_codon
 from ..modeling_plm import pool_residues
 from .context import context_residues, special_token_layout
-from .stores import (  # EmbeddingRecord, load_embeddings and shard_name: importable from here as before
+from .exports import load_embeddings  # importable from here as before
+from .stores import (  # EmbeddingRecord and shard_name: importable from here as before
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
     EmbeddingRecord,
@@ -54,7 +55,6 @@ from .stores import (  # EmbeddingRecord, load_embeddings and shard_name: import
     StorePart,
     check_resumed_shard,
     finish_store,
-    load_embeddings,
     open_store,
     shard_name,
     store_shard,

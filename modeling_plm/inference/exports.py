@@ -8,8 +8,8 @@
   floats; `residues` a list of per-residue lists), one row group per shard. It reads with
   `datasets.load_dataset("parquet", data_files=path)` and `pyarrow.parquet.read_table(path)`.
 
-`export_embeddings(store, path)` writes either (constant memory: one shard at a time); `load_embeddings(path)` in
-`stores.py` reads all three forms back as `EmbeddingRecord`s in file order.
+`export_embeddings(store, path)` writes either (constant memory: one shard at a time); `load_embeddings(path)` reads
+all three forms (the folder, either file) back as `EmbeddingRecord`s in file order.
 """
 
 import json
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .stores import EmbeddingRecord, load_embeddings
+from .stores import EmbeddingRecord, read_store
 
 EXPORT_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".parquet": "parquet"}
 SETTINGS_KEY = "modeling_plm-embeddings"
@@ -46,7 +46,7 @@ def export_embeddings(store: str | os.PathLike, path: str | os.PathLike) -> dict
     settings = _store_settings(store)
     if settings.get("dtype") == "bfloat16":
         raise ValueError(f"{store} holds bfloat16 arrays, which HDF5 and parquet lack: embed with --dtype float16")
-    records = load_embeddings(store)  # raises for an unfinished store
+    records = read_store(store)  # raises for an unfinished store
     tmp = path.with_name(path.name + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     written = _write_hdf5(records, tmp, settings) if kind == "hdf5" else _write_parquet(records, tmp, settings)
@@ -107,6 +107,20 @@ def _write_parquet(records: Iterator[EmbeddingRecord], path: Path, settings: dic
         raise ValueError("the store holds no records: nothing to export")
     writer.close()
     return {"records": count, "duplicate_ids": 0}
+
+
+def load_embeddings(
+    path: str | os.PathLike, return_tensors: str = "np", require_complete: bool = True
+) -> Iterator[EmbeddingRecord]:
+    """Yield `EmbeddingRecord(index, id, arrays)` for every record of an `embed_fasta` output, in file order: its
+    folder (`stores.read_store`; an unfinished run raises unless `require_complete=False`) or the .h5/.parquet file
+    `export_embeddings` made of it. Constant memory: one record at a time."""
+    if return_tensors not in ("np", "pt"):
+        raise ValueError(f"return_tensors must be one of ('np', 'pt'), got {return_tensors!r}")
+    if Path(path).is_file():
+        yield from read_exported(Path(path), return_tensors)
+    else:
+        yield from read_store(path, return_tensors, require_complete)
 
 
 def read_exported(path: Path, return_tensors: str = "np") -> Iterator[EmbeddingRecord]:

@@ -225,11 +225,11 @@ def merge_parts(output_dir: Path, world_size: int) -> bool:
     return True
 
 
-def load_embeddings(
+def read_store(
     output_dir: str | os.PathLike, return_tensors: str = "np", require_complete: bool = True
 ) -> Iterator[EmbeddingRecord]:
-    """Yield `EmbeddingRecord(index, id, arrays)` for every stored record of an `embed_fasta` output (its folder, or
-    the .h5/.parquet file `export_embeddings` made of it), in file order.
+    """Yield `EmbeddingRecord(index, id, arrays)` for every stored record of an `embed_fasta` output folder, in file
+    order (`exports.load_embeddings` also reads the .h5/.parquet files made of one).
 
     Reads one tensor at a time (constant memory). Only shards listed in the manifest are read. With
     `require_complete` (default) an unfinished run raises ValueError instead of yielding a partial result.
@@ -237,11 +237,6 @@ def load_embeddings(
     if return_tensors not in ("np", "pt"):
         raise ValueError(f"return_tensors must be one of ('np', 'pt'), got {return_tensors!r}")
     output_dir = Path(output_dir)
-    if output_dir.is_file():  # a store exported to HDF5 or parquet (`exports.py`)
-        from .exports import read_exported
-
-        yield from read_exported(output_dir, return_tensors)
-        return
     manifest_path = output_dir / MANIFEST_NAME
     if not manifest_path.exists():
         parts = sorted(path.name for path in output_dir.glob("manifest.rank-*.jsonl"))
