@@ -1,3 +1,4 @@
+import importlib
 import itertools
 import os
 from pathlib import Path
@@ -34,6 +35,16 @@ def data_path(relative: str):
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def optional_module(name: str):
+    """`pytest.importorskip(name)`, except that with $PLM_REQUIRE_DATA set (CI) a missing module fails the test."""
+    if os.environ.get(REQUIRE_DATA_ENV):
+        try:
+            return importlib.import_module(name)
+        except ImportError as error:
+            pytest.fail(f"{name} is not installed ({error}); {REQUIRE_DATA_ENV} is set, so it may not be skipped")
+    return pytest.importorskip(name)
 
 
 @pytest.fixture(scope="session")

@@ -349,6 +349,7 @@ def test_accelerate_configs_parse_for_every_engine():
         "single_gpu": "NO",
         "ddp": "MULTI_GPU",
         "fsdp2": "FSDP",
+        "fsdp2_cpu": "FSDP",
         "deepspeed_zero2": "DEEPSPEED",
         "deepspeed_zero3": "DEEPSPEED",
     }

@@ -29,6 +29,8 @@ EPILOG = """examples:
 several processes (each embeds every n-th shard into OUT; the last to finish merges them into manifest.jsonl):
   torchrun --nproc_per_node 4 -m modeling_plm embed runs/demo/final uniref50.fasta.gz out/emb
   sbatch --array=0-15 --wrap "plm embed runs/demo/final uniref50.fasta.gz out/emb"   # one process per array task
+  accelerate launch --multi_gpu --num_processes 4 -m modeling_plm embed runs/demo/final uniref50.fasta.gz out/emb
+  (on CPUs too: `accelerate launch --cpu` without an MPI hostfile starts one process; the folder keeps its world size)
   plm embed runs/demo/final proteins.fasta out/emb --rank 1 --world-size 4           # by hand
 
   plm embed runs/demo/final proteins.fasta out/emb --export out/emb.h5        # also one HDF5 file, keyed by id

@@ -1,6 +1,7 @@
 """`plm export CHECKPOINT OUTPUT_DIR [--push REPO]`: a self-contained hub folder with a model card."""
 
 import argparse
+from pathlib import Path
 
 HELP = "write a hub folder (safetensors, config + remote code, tokenizer, model card) and optionally push it"
 PARSER_OPTIONS = {
@@ -10,7 +11,8 @@ PARSER_OPTIONS = {
         "  plm export runs/demo/final exports/plm-demo\n"
         "  plm export runs/demo/final exports/plm-demo --eval-results results.json --dataset uniprot/swissprot\n"
         "  plm export runs/demo/final exports/plm-demo --push my-name/plm-demo --private   # needs `hf auth login`\n"
-        "  plm export ./esm2-8m-plm exports/esm2-8m --max-shard-size 500MB\n\n"
+        "  plm export ./esm2-8m-plm exports/esm2-8m --max-shard-size 500MB\n"
+        "  plm export runs/fsdp/checkpoints/step-0001000 exports/step-1000   # a training checkpoint (FSDP too)\n\n"
         "--eval-results: a JSON list of {task, dataset, metric, value} objects (optional: task_name, dataset_name,\n"
         "dataset_split, metric_name, source), written to the card's model-index."
     ),
@@ -18,7 +20,11 @@ PARSER_OPTIONS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a saved model folder (safetensors, config.json, tokenizer files)")
+    parser.add_argument(
+        "checkpoint",
+        help="a saved model folder (safetensors, config.json, tokenizer files) or a training checkpoint "
+        "(runs/X/checkpoints/step-N, sharded by FSDP or not: its weights are consolidated into one model first)",
+    )
     parser.add_argument("output_dir", help="the hub folder to write (must be new or empty)")
     parser.add_argument("--push", metavar="REPO_ID", default=None, help="push the folder to this hub repository")
     parser.add_argument("--repo-id", default=None, help="repository id for the card's code without pushing")
@@ -38,10 +44,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """A refused checkpoint or request raises ExportError (a ValueError): `plm export: error: ...`, exit 2."""
+    import tempfile
+
+    from ..training.distributed import consolidate_checkpoint, is_training_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="plm-export-") as scratch:
+        source = args.checkpoint
+        if is_training_checkpoint(source):  # a training checkpoint, sharded (FSDP) or not: one model first
+            source = str(consolidate_checkpoint(source, Path(scratch) / "model"))
+        folder = _export(args, source)
+    print(f"Wrote {folder}" + (f" and pushed it to https://huggingface.co/{args.push}" if args.push else ""))
+    return 0
+
+
+def _export(args: argparse.Namespace, source: str) -> Path:
     from ..hub.export import export_checkpoint
 
-    folder = export_checkpoint(
-        args.checkpoint,
+    return export_checkpoint(
+        source,
         args.output_dir,
         repo_id=args.push or args.repo_id,
         license=args.license,
@@ -51,5 +71,3 @@ def run(args: argparse.Namespace) -> int:
         push=args.push is not None,
         private=args.private,
     )
-    print(f"Wrote {folder}" + (f" and pushed it to https://huggingface.co/{args.push}" if args.push else ""))
-    return 0

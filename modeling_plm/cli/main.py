@@ -19,7 +19,7 @@ import traceback
 import torch
 import yaml
 
-COMMANDS = ("pretrain", "finetune", "scaling", "demo", "embed", "generate", "score", "export", "convert")
+COMMANDS = ("pretrain", "finetune", "scaling", "demo", "embed", "generate", "score", "export", "convert", "shard")
 EXAMPLES = """examples:
   plm pretrain training/configs/demo.yaml && plm demo --model runs/demo/final
   plm demo --preset esm2_8m --num-sequences 16

@@ -9,6 +9,9 @@ EXAMPLES = """examples:
   plm pretrain training/configs/smoke.yaml --objective clm-mlm --transfer-fraction 0.2
   plm pretrain --preset plm_10m --train-file sprot.fasta.gz:3 --train-file metagenome.fasta:1 --objective glm
   plm pretrain training/configs/smoke.yaml --output-dir runs/smoke --resume auto   # continue after a stop
+  plm shard sprot.fasta.gz corpora/sprot --shard-size 50000 && \
+    plm pretrain training/configs/smoke.yaml --train-file corpora/sprot --num-workers 4   # parquet, 4 workers
+  plm pretrain training/configs/smoke.yaml --train-file 's3://bucket/uniref50/*.parquet' --sequence-column seq
   torchrun --nproc_per_node 2 training/pretrain.py training/configs/smoke.yaml   # DDP (gloo on CPU)
   accelerate launch --config_file training/accelerate/fsdp2.yaml training/pretrain.py training/configs/plm_100m.yaml
 """

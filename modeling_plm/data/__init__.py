@@ -1,10 +1,12 @@
-"""Data: FASTA files → cleaned records → streams → tokens → batches.
+"""Data: FASTA files and parquet/Arrow/HF datasets → cleaned records → streams → tokens → batches.
 
 - `fasta`: FASTA / FASTA.gz reading, id lists, the shared data folder.
 - `residues`: the one invalid-residue policy of tokens (error, skip, X, drop).
 - `records`: cleaning records for pretraining (invalid letters, stop codons, lengths), with counts.
 - `sources`: weighted sources, leakage-free train/valid splits, MMseqs2 clusters.
-- `streams`: the deterministic, resumable, rank-sharded `ProteinStream`.
+- `streams`: the deterministic, resumable, rank-sharded `ProteinStream` (in process; every rank reads everything).
+- `corpora`: parquet/Arrow/`save_to_disk`/hub/fsspec sources, read with `datasets`.
+- `sharded`: the scalable path: per-rank and per-worker shards, work in DataLoader workers, O(1) exact resume.
 - `collators`: MLM, CLM and GLM collators (padded or packed rows) and the batching rules.
 """
 

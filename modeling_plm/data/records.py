@@ -3,7 +3,7 @@
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 
 from .fasta import FastaRecord, read_fasta
@@ -86,10 +86,23 @@ def clean_records(
     file dropped or changed any, one warning on the "modeling_plm.data" logger summarises this pass's counts.
     Records whose id is in `exclude_ids` are dropped first and counted as excluded.
     """
+    return clean_record_stream(read_fasta(path), path, policy, stats, exclude_ids)
+
+
+def clean_record_stream(
+    records: Iterable[FastaRecord],
+    where: str | os.PathLike,
+    policy: RecordPolicy,
+    stats: RecordStats,
+    exclude_ids: set[str] | None = None,
+) -> Iterator[FastaRecord]:
+    """`clean_records` for records from anywhere (a FASTA file, a parquet shard, a `datasets` stream); `where` names
+    their origin in errors and in the pass's summary warning."""
+    path = where
     before = stats.as_dict()
     # A compiled negated class finds the first bad letter in C; a Python loop per residue would be the bottleneck.
     bad_letter = re.compile(f"[^{re.escape(policy.alphabet)}]")
-    for record in read_fasta(path):
+    for record in records:
         stats.read += 1
         if exclude_ids and record.id in exclude_ids:
             stats.excluded += 1

@@ -2,11 +2,12 @@
 
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
-from .records import RecordPolicy, RecordStats, clean_records
+from .corpora import iter_source_records, source_files
+from .fasta import FastaRecord
+from .records import RecordPolicy, RecordStats, clean_record_stream, clean_records
 from .sources import DataSource, split_of
 
 # Distinct first words of the numpy seeds, so that mixing, shuffling and cropping never share a random stream.
@@ -75,6 +76,8 @@ class ProteinStream:
         exclude_ids: set[str] | None = None,
         max_sequences: int | None = None,
         split_seed: int = 0,
+        sequence_column: str = "sequence",
+        id_column: str | None = "id",
     ) -> None:
         if not sources:
             raise ValueError("ProteinStream needs at least one DataSource")
@@ -92,11 +95,9 @@ class ProteinStream:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         if max_sequences is not None and max_sequences < 0:
             raise ValueError(f"max_sequences must be >= 0 or None, got {max_sequences}")
-        for source in sources:
-            if Path(source.path).is_dir():
-                raise IsADirectoryError(f"data source {source.path} is a directory, not a FASTA file")
-            if not Path(source.path).is_file():
-                raise FileNotFoundError(f"data source not found: {source.path}")
+        # (kind, files) of each source: FASTA files are read directly, parquet/Arrow/hub data through `datasets`.
+        self._resolved = [source_files(source.path) for source in sources]
+        self.sequence_column, self.id_column = sequence_column, id_column
         self.sources = list(sources)
         self.split = split
         self.valid_fraction = valid_fraction
@@ -189,9 +190,16 @@ class ProteinStream:
         start = int(rng.integers(0, len(sequence) - self.crop_length + 1))
         return sequence[start : start + self.crop_length]
 
+    def _records(self, source: DataSource) -> Iterator[FastaRecord]:
+        kind, files = self._resolved[self.sources.index(source)]
+        if kind == "fasta" and len(files) == 1:
+            return clean_records(files[0], self.policy, self._stats, self.exclude_ids)
+        rows = iter_source_records(source.path, self.sequence_column, self.id_column)
+        return clean_record_stream(rows, source.path, self.policy, self._stats, self.exclude_ids)
+
     def _split_records(self, source: DataSource) -> Iterator[str]:
         """One pass over a source: cleaned sequences of this stream's split, in file order."""
-        for record in clean_records(source.path, self.policy, self._stats, self.exclude_ids):
+        for record in self._records(source):
             key = record.sequence
             if self.clusters is not None:
                 key = self.clusters.get(record.id, key)

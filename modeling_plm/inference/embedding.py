@@ -47,6 +47,7 @@ from ..data.residues import apply_residue_policy, check_residue_policy, invalid_
 from ..modeling_plm import pool_residues
 from .context import context_residues, special_token_layout
 from .exports import load_embeddings  # importable from here as before
+from .inputs import is_batch, iter_inputs
 from .stores import (  # EmbeddingRecord and shard_name: importable from here as before
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -333,7 +334,7 @@ def _to_output(result: dict[str, torch.Tensor], return_tensors: str) -> dict[str
 def embed_sequences(
     model: torch.nn.Module,
     tokenizer: Any,
-    sequences: list[str],
+    sequences: Sequence[str] | Iterable[str],
     *,
     layers: int | list[int] = -1,
     pooling: str | list[str] | None = "mean",
@@ -356,7 +357,8 @@ def embed_sequences(
         tokenizer: the model's tokenizer; its `invalid_residues` policy validates the input, and errors name the
             0-based sequence index. Special tokens written in a sequence (`<mask>`) count as residues. Another
             family's tokenizer gets one residue per word (`is_split_into_words`), as ProtT5's and Ankh's need.
-        sequences: residue strings. An empty sequence raises ValueError naming its index.
+        sequences: residue strings: a list, a dataset column (`ds["sequence"]`), `KeyDataset(ds, "sequence")` or any
+            iterable of str. An empty sequence raises ValueError naming its index.
         layers: hidden-state index (0 = embeddings, -1 = last, after the final norm), or a list of them.
         pooling: "mean", "max", "bos", a list of them, or None for none.
         per_residue: also return "residues", one row per residue of the input (`<bos>`/`<eos>` stripped).
@@ -380,8 +382,15 @@ def embed_sequences(
         raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
     if isinstance(sequences, str):
         raise TypeError("sequences must be a list of strings; wrap a single sequence as [sequence]")
-    sequences = list(sequences)
+    if not is_batch(sequences):
+        raise TypeError(f"sequences must be a list (or dataset column) of strings, got {type(sequences).__name__}")
+    sequences = list(iter_inputs(sequences))
     for index, sequence in enumerate(sequences):
+        if isinstance(sequence, dict):  # iterating a datasets.Dataset yields its rows
+            raise TypeError(
+                f"sequence {index} is a dict (a dataset row?): pass the column, ds['sequence'] or KeyDataset(ds, "
+                f"'sequence'); its keys: {sorted(sequence)}"
+            )
         if not isinstance(sequence, str):
             raise TypeError(f"sequence {index} is a {type(sequence).__name__}, not a str")
     backbone = _backbone_of(model)
@@ -448,8 +457,10 @@ class ProteinEmbeddingPipeline(Pipeline):
 
     Batching: `__call__` sends a whole list of sequences to `embed_sequences`, which sorts them by length and fills
     each forward pass up to `token_budget` tokens; transformers' `batch_size` caps the rows of each forward pass
-    (results do not depend on it: padding never changes a row). A generator or dataset is consumed lazily in chunks
-    of `chunk_size` (default 1024) sequences, each chunk batched as above, and the results are yielded in input order.
+    (results do not depend on it: padding never changes a row). Any other batch (a generator, a dataset column
+    `ds["sequence"]`, `KeyDataset(ds, "sequence")`) is consumed lazily in chunks of `chunk_size` (default 1024)
+    sequences, each chunk batched as above, and the results are yielded in input order, as transformers' pipelines
+    yield theirs for a dataset: `list(embedder(KeyDataset(ds, "sequence"))) == embedder(list(ds["sequence"]))`.
     """
 
     _load_processor = False
@@ -478,7 +489,8 @@ class ProteinEmbeddingPipeline(Pipeline):
         return model_outputs
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        """Embed one sequence (returns one dict) or a list of them (returns a list of dicts, in input order)."""
+        """Embed one sequence (returns one dict), a list of them (returns a list of dicts, in input order), or any other
+        batch: a generator, dataset column or `KeyDataset` (returns an iterator of dicts, in input order)."""
         if args:
             raise TypeError("pass sequences as one str or one list of str; options as keywords")
         kwargs.pop("num_workers", None)  # transformers' DataLoader option: embedding runs in this process
@@ -489,9 +501,11 @@ class ProteinEmbeddingPipeline(Pipeline):
             return embed_sequences(self.model, self.tokenizer, [inputs], **params)[0]
         if isinstance(inputs, (list, tuple)):
             return embed_sequences(self.model, self.tokenizer, list(inputs), **params)
-        if isinstance(inputs, Iterable):
-            return self._iter_chunks(iter(inputs), chunk_size, params)
-        raise TypeError(f"protein-embedding takes a str, a list of str or an iterable of str, got {type(inputs)}")
+        if is_batch(inputs):
+            return self._iter_chunks(iter_inputs(inputs), chunk_size, params)
+        raise TypeError(
+            f"protein-embedding takes a str, a list of str, a dataset column or KeyDataset, got {type(inputs).__name__}"
+        )
 
     def _iter_chunks(self, inputs: Iterator[str], chunk_size: int, params: dict[str, Any]) -> Iterator[dict]:
         while True:

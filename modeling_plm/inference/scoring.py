@@ -45,6 +45,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from ..data.collators import STANDARD_AMINO_ACIDS, padded_inputs
 from .context import context_residues
+from .inputs import is_batch, iter_inputs
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -156,7 +157,7 @@ def _check_sequences(sequences: Any) -> list[str]:
     # A bare string would otherwise be scored character by character.
     if isinstance(sequences, str):
         raise TypeError("sequences must be a list of strings, not one string; wrap it as [sequence]")
-    sequences = list(sequences)
+    sequences = list(iter_inputs(sequences))  # also a dataset column or KeyDataset
     for index, sequence in enumerate(sequences):
         if not isinstance(sequence, str):
             raise TypeError(f"sequence {index} is a {type(sequence).__name__}, not a string")
@@ -536,10 +537,13 @@ class ProteinScoringPipeline(Pipeline):
     def __call__(self, inputs: str | list[str], **kwargs: Any) -> dict[str, Any] | list[dict[str, Any]]:
         if isinstance(inputs, str):
             request = _ScoringRequest((inputs,), single=True)
-        elif isinstance(inputs, (list, tuple)):
+        elif is_batch(inputs):  # a list, tuple, dataset column or KeyDataset: scored as one job
             request = _ScoringRequest(tuple(_check_sequences(inputs)), single=False)
         else:
-            raise TypeError(f"protein-scoring takes a sequence or a list of sequences, got {type(inputs).__name__}")
+            raise TypeError(
+                f"protein-scoring takes a sequence, a list of them, a dataset column or KeyDataset, "
+                f"got {type(inputs).__name__}"
+            )
         batch_size = kwargs.pop("batch_size", None) or self._batch_size
         if batch_size is not None:
             kwargs["rows_per_batch"] = batch_size

@@ -16,7 +16,9 @@ synced): a kill leaves only complete shards listed.
 Several processes (torchrun, accelerate launch, a SLURM array) share one output folder: process r of W embeds the
 shards k with k % W == r and lists them in its own manifest, `manifest.rank-0000r-of-0000W.jsonl`. The process that
 finds every part finished merges them into `manifest.jsonl` (atomically; any of them may), which is then the same as
-one process's manifest: every record once, in file order. A killed process resumes its own part.
+one process's manifest: every record once, in file order. A killed process resumes its own part. A folder keeps
+the world size that wrote it: a run with another one (one process over a multi-process folder included, and the
+reverse) is refused, since it would split the shards differently.
 """
 
 import json
@@ -34,7 +36,9 @@ MANIFEST_NAME = "manifest.jsonl"
 MANIFEST_FORMAT = "modeling_plm-embeddings"
 MANIFEST_VERSION = 1
 SHARD_PATTERN = re.compile(r"^embeddings-\d{5,}\.safetensors(\.tmp)?$")
+PART_PATTERN = re.compile(r"^manifest\.rank-(\d{5,})-of-(\d{5,})\.jsonl$")
 Record = tuple[int, str, str]  # (index in the file, id, sequence)
+PART_KEYS = ("rank", "world_size")  # in each part's header only
 
 
 class EmbeddingRecord(NamedTuple):
@@ -126,12 +130,61 @@ def remove_outputs(output_dir: Path, part: StorePart = WHOLE_STORE) -> None:
             path.unlink()
 
 
+def changed_settings(previous: dict, header: dict) -> list[str]:
+    """The settings in which two runs' headers differ (the model and FASTA paths may be spelled differently)."""
+    ignored = ("model", "fasta", *PART_KEYS)
+    return [key for key in header if key not in ignored and previous.get(key) != header[key]]
+
+
+def part_headers(output_dir: Path) -> dict[StorePart, dict | None]:
+    """The parts of a multi-process run found in `output_dir`, each with its header (None while it has none)."""
+    parts = {}
+    for path in output_dir.glob("manifest.rank-*.jsonl"):
+        match = PART_PATTERN.match(path.name)
+        if match is None:
+            continue
+        first_line, newline, _ = path.read_bytes().partition(b"\n")
+        parts[StorePart(int(match[1]), int(match[2]))] = json.loads(first_line) if newline else None
+    return parts
+
+
+def check_world_size(output_dir: Path, header: dict, part: StorePart) -> None:
+    """Refuse to write into a folder another world size wrote (or is writing): its shards are split differently,
+    and the two runs would delete, duplicate or never merge each other's shards. Refuse, too, a part whose settings
+    differ from the other parts' (they must be one run's)."""
+    parts = part_headers(output_dir)
+    written_by = {found.world_size for found in parts}
+    if not parts and (output_dir / MANIFEST_NAME).exists():
+        written_by = {1}  # a merged manifest.jsonl always has its parts beside it
+    if written_by and written_by != {part.world_size}:
+        old = " and ".join(str(size) for size in sorted(written_by))
+        raise ValueError(
+            f"{output_dir} was written by a run with world size {old} ({_describe(written_by)}); this run has "
+            f"world size {part.world_size}, which splits the shards differently. Rerun with world size {old} to resume "
+            "or re-read it (launched as before, or --rank/--world-size), or use a new output folder (or delete it)."
+        )
+    for other, other_header in sorted(parts.items()):
+        if other != part and other_header is not None and (changed := changed_settings(other_header, header)):
+            details = ", ".join(f"{key}: {other_header.get(key)!r} -> {header[key]!r}" for key in changed)
+            raise ValueError(
+                f"{output_dir}: process {other.rank} of {other.world_size} embeds with other settings ({details}); "
+                "every process of a run needs the same settings: rerun this one with theirs, or use another folder."
+            )
+
+
+def _describe(world_sizes: set[int]) -> str:
+    if world_sizes == {1}:
+        return f"one process: {MANIFEST_NAME} without manifest.rank-* parts"
+    return ", ".join(f"manifest.rank-*-of-{size:05d}.jsonl" for size in sorted(world_sizes))
+
+
 def open_store(output_dir: Path, header: dict, resume: bool, part: StorePart = WHOLE_STORE) -> list[dict]:
     """Prepares `output_dir` for a run with these settings and returns the entries of its complete shards: none for
     a new (or `resume=False`) run; for a resumed one, those of the earlier run, whose settings must be the same."""
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"{output_dir} is a file, not a folder to write the embeddings into")
     output_dir.mkdir(parents=True, exist_ok=True)
+    check_world_size(output_dir, header, part)
     manifest_path = output_dir / part.manifest_name
     if not resume:
         remove_outputs(output_dir, part)
@@ -143,8 +196,7 @@ def open_store(output_dir: Path, header: dict, resume: bool, part: StorePart = W
         remove_outputs(output_dir, part)  # shards without a manifest cannot be trusted
         append_line(manifest_path, header)
         return []
-    changed = [key for key in header if key not in ("model", "fasta") and previous_header.get(key) != header[key]]
-    if changed:
+    if changed := changed_settings(previous_header, header):
         details = ", ".join(f"{key}: {previous_header.get(key)!r} -> {header[key]!r}" for key in changed)
         raise ValueError(
             f"{output_dir} holds embeddings made with other settings ({details}); use another output folder, "
@@ -195,7 +247,6 @@ def finish_store(output_dir: Path, summary: dict[str, Any], part: StorePart = WH
     return part.world_size == 1 or merge_parts(output_dir, part.world_size)
 
 
-PART_KEYS = ("rank", "world_size")  # in each part's header only
 # Every process reads the whole file, so these count the same in each part; the others add up over the parts.
 WHOLE_FILE_COUNTS = ("read", "duplicates", "shards")
 

@@ -70,7 +70,8 @@ class RunConfig:
     adam_beta2: float = 0.95
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
+    # None: the launcher's (`accelerate launch --config_file`, its mixed_precision), "no" without one.
+    mixed_precision: str | None = None
     # Bookkeeping
     output_dir: str = "runs/pretrain"
     seed: int = 0
@@ -87,7 +88,7 @@ class RunConfig:
             raise NotADirectoryError(f"{self.output_dir} (--output-dir) is a file, not a folder to write into")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.mixed_precision not in MIXED_PRECISIONS:
+        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
 
 

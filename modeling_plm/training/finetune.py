@@ -45,6 +45,7 @@ from ..hub.loading import load_pretrained
 from ..inference.context import context_residues, special_token_layout
 from ..modeling_plm import PLMClassificationHead, PLMForSequenceClassification, PLMForTokenClassification
 from .config import METHODS, TASKS, FinetuneConfig
+from .distributed import build_accelerator
 from .finetune_data import (
     SPLITS,
     Example,
@@ -582,10 +583,8 @@ def finetune(config: FinetuneConfig) -> Path:
     config.validate()
     # Gradient accumulation is the training loop's (windows of micro-batches), not accelerate's.
     # The loop steps the schedule once per optimizer step (accelerate would step it once per process).
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
-        step_scheduler_with_optimizer=False,
+    accelerator = build_accelerator(
+        config.mixed_precision, supported=("ddp",), job="fine-tuning", step_scheduler_with_optimizer=False
     )
     output_dir = _prepare_output_dir(config) if accelerator.is_main_process else Path(config.output_dir)
     accelerator.wait_for_everyone()

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from .. import __version__
@@ -37,12 +36,15 @@ from ..data import (
     load_clusters,
     read_id_list,
 )
-from ..data.collators import GLMCollator, NextFitRows, build_collator
+from ..data.collators import NextFitRows, build_collator
+from ..data.corpora import source_files
 from ..data.records import STOP_CODON_POLICIES
+from ..data.sharded import BatchRules, ShardedBatcher, ShardedStreamConfig, sample_length
 from ..hub.loading import check_model_folder, is_local_source
 from ..modeling_plm import PLMForCausalLM, PLMForMaskedLM, PLMLanguageModelBase
 from ..tokenization_plm import PLMTokenizerFast
 from .config import RunConfig, check_ranges, expand_data_path
+from .distributed import build_accelerator, engaged_engine, is_sharded
 from .flops import flops_6nd, non_embedding_parameters, training_flops
 from .loop import TrainingLoop, Window, drop_rewritten_rows, resume_point
 from .presets import PRESETS, config_from_preset
@@ -80,6 +82,11 @@ class PretrainConfig(RunConfig):
     exclude_ids: str | None = None
     clusters: str | None = None
     shuffle_buffer: int = 10_000
+    # Parquet/Arrow/hub sources: the sequence column and the (optional) id column. DataLoader workers that read,
+    # clean, crop and collate (0: FASTA-only runs keep the in-process stream; anything else uses data.sharded).
+    sequence_column: str = "sequence"
+    id_column: str = "id"
+    num_workers: int = 0
     # Batches
     pack_length: int | None = None
     # Optimisation (the paper's recipe, `RunConfig`'s defaults: AdamW β2 0.95, wd 0.1, clip 1.0, 2.5% warm-up,
@@ -135,6 +142,7 @@ PRETRAIN_RANGES = {
     "min_length": (1, None, True),
     "valid_sequences": (1, None, True),
     "shuffle_buffer": (1, None, True),
+    "num_workers": (0, None, True),
     "pack_length": (3, None, True),
     "eval_batch_size": (1, None, True),
 }
@@ -239,8 +247,12 @@ class Batcher:
         return sequences
 
 
+def model_class_of(objective: str) -> type[PLMLanguageModelBase]:
+    return PLMForCausalLM if objective == "clm" else PLMForMaskedLM
+
+
 def build_model(config: PretrainConfig, objective: str, init_from: str | None) -> PLMLanguageModelBase:
-    model_class = PLMForCausalLM if objective == "clm" else PLMForMaskedLM
+    model_class = model_class_of(objective)
     if init_from:
         model = model_class.from_pretrained(init_from, attn_implementation=config.attn_implementation)
     else:
@@ -282,9 +294,10 @@ class PhaseRunner:
         self.output_dir = output_dir
         self.checkpoint_dir = output_dir / "checkpoints"
         self.phase_seed = phase_seed
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
-            mixed_precision=config.mixed_precision,
+        # The launcher's engine (DDP, FSDP2, DeepSpeed) and precision, or an error when it cannot engage.
+        self.accelerator = build_accelerator(
+            config.mixed_precision,
+            micro_batch_size=config.batch_size,
             log_with=config.report_to if config.report_to != "none" else None,
             project_dir=str(output_dir),
             # The loop steps the schedule once per optimizer step (accelerate would step it once per process).
@@ -329,8 +342,9 @@ class PhaseRunner:
                 f"{self._sample_length('A' * config.crop_length)} tokens, more than pack_length={config.pack_length}: "
                 "lower --crop-length or raise --pack-length"
             )
-        self.train_stream = self._stream("train", phase_seed)
-        self.batcher = Batcher(self.train_stream, config, self._sample_length)
+        self.batcher: Batcher | ShardedBatcher = self._train_batcher(phase_seed)
+        # What the training record's counts come from (a ProteinStream, or the sharded batcher's workers).
+        self.train_stream = self.batcher.stream if isinstance(self.batcher, Batcher) else self.batcher
         self.micro_batch = 0
         self.tokens = 0
         self.flops_exact = 0.0
@@ -346,6 +360,44 @@ class PhaseRunner:
         return RecordPolicy(
             invalid=self.config.invalid_residues, stop_codon=self.config.stop_codon, min_length=self.config.min_length
         )
+
+    def _uses_sharded_path(self) -> bool:
+        """Workers, or any source that is not a FASTA file: the sharded `datasets` path. FASTA files without workers
+        keep the in-process `ProteinStream` (the same batches as before)."""
+        if self.config.num_workers > 0:
+            return True
+        return any(source_files(source.path)[0] != "fasta" for source in _sources(self.config.train_file))
+
+    def _train_batcher(self, phase_seed: int) -> "Batcher | ShardedBatcher":
+        if not self._uses_sharded_path():
+            return Batcher(self._stream("train", phase_seed), self.config, self._sample_length)
+        config = self.config
+        stream = ShardedStreamConfig(
+            sources=_sources(config.train_file),
+            rank=self.rank,
+            world_size=self.world_size,
+            seed=phase_seed,
+            valid_fraction=config.valid_fraction,
+            crop_length=config.crop_length,
+            shuffle_buffer=config.shuffle_buffer,
+            policy=self._policy(),
+            clusters=load_clusters(config.clusters) if config.clusters else None,
+            exclude_ids=read_id_list(config.exclude_ids) if config.exclude_ids else None,
+            sequence_column=config.sequence_column,
+            id_column=config.id_column,
+        )
+        rules = BatchRules(config.batch_size, config.pack_length)
+        return ShardedBatcher(stream, rules, self.collator, phase_seed, num_workers=config.num_workers)
+
+    def _next_micro_batch(self) -> dict[str, torch.Tensor] | None:
+        """The next collated micro-batch: from the sharded batcher's workers, or collated here from the stream's
+        sequences with the (run seed, rank, micro-batch index) seed."""
+        if isinstance(self.batcher, ShardedBatcher):
+            return self.batcher.next_collated()
+        sequences = self.batcher.next_batch()
+        if not sequences:
+            return None
+        return self.collator(sequences, derived_seed(self.phase_seed, "train", self.rank, self.micro_batch))
 
     def _stream(self, split: str, seed: int) -> ProteinStream:
         config = self.config
@@ -366,6 +418,8 @@ class PhaseRunner:
             clusters=load_clusters(config.clusters) if config.clusters else None,
             exclude_ids=read_id_list(config.exclude_ids) if config.exclude_ids else None,
             max_sequences=config.valid_sequences if split == "valid" else None,
+            sequence_column=config.sequence_column,
+            id_column=config.id_column,
         )
 
     def _collator(self, objective: str):
@@ -384,9 +438,7 @@ class PhaseRunner:
     def _sample_length(self, sequence: str) -> int:
         """Tokens a sequence takes in a packed row: <bos> residues <eos>, or GLM's bound over its layouts (a span
         adds <smask> and <sop>), so a batch never needs more rows than planned."""
-        if isinstance(self.collator, GLMCollator):
-            return self.collator.max_sample_length(len(sequence))
-        return len(sequence) + 2
+        return sample_length(self.collator, sequence)
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -397,7 +449,15 @@ class PhaseRunner:
             "initial_eval": self.initial_eval,
             "batcher": self.batcher.state_dict(),
         }
-        return self.loop.save_checkpoint(self.checkpoint_dir, state, keep=self.config.save_total_limit)
+        return self.loop.save_checkpoint(
+            self.checkpoint_dir, state, keep=self.config.save_total_limit, write_files=self._write_model_files
+        )
+
+    def _write_model_files(self, folder: Path) -> None:
+        """The model's config and tokenizer, so that `plm export` makes a model of any checkpoint, sharded or not."""
+        self.model_config.architectures = [model_class_of(self.objective).__name__]
+        self.model_config.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
 
     def load_checkpoint(self, folder: Path) -> None:
         state = self.loop.load_checkpoint(folder)
@@ -418,24 +478,34 @@ class PhaseRunner:
                     next(iter(self._stream("train", self.config.seed)), None)
                 raise ValueError("the validation split is empty: raise --valid-fraction or pass --valid-file")
         sequences = self._valid_sequences
+        starts = list(range(0, len(sequences), self.config.eval_batch_size))
+        # Sharded weights are gathered in every forward, so every rank runs as many as the rank with the most
+        # batches: the extra ones repeat the first batch and are not counted.
+        forwards = self._most_on_any_rank(len(starts)) if is_sharded(self.accelerator) else len(starts)
         for objective in objectives:
             collator = self._collator(objective)
             loss_sum = torch.zeros((), device=self.accelerator.device, dtype=torch.float64)
             count = torch.zeros((), device=self.accelerator.device, dtype=torch.float64)
-            for start in range(0, len(sequences), self.config.eval_batch_size):
+            for index in range(forwards):
+                start = starts[index] if index < len(starts) else 0
                 chunk = sequences[start : start + self.config.eval_batch_size]
                 # The masks do not depend on the run's seed: runs that differ in seed are scored on the same task.
                 batch = self.loop.to_device(collator(chunk, derived_seed("eval", objective, start)))
                 with self.accelerator.autocast():
                     # The models' own loss, summed (num_items_in_batch=1): the split's mean is taken below.
                     loss = self.model(**batch, attention_type=ATTENTION_OF_OBJECTIVE[objective], num_items_in_batch=1)
-                loss_sum += loss.loss.double()
-                count += predicted_targets(batch["labels"], objective)
+                if index < len(starts):
+                    loss_sum += loss.loss.double()
+                    count += predicted_targets(batch["labels"], objective)
             loss_sum, count = self.accelerator.reduce(loss_sum), self.accelerator.reduce(count)
             mean = (loss_sum / count.clamp(min=1)).item()
             results[objective] = {"loss": mean, "perplexity": math.exp(min(mean, 50.0))}
         self.model.train()
         return results
+
+    def _most_on_any_rank(self, count: int) -> int:
+        counts = self.accelerator.gather(torch.tensor([count], device=self.accelerator.device))
+        return int(counts.max())
 
     # ---- training ---------------------------------------------------------------------------------------------
     def next_window(self) -> Window:
@@ -443,11 +513,9 @@ class PhaseRunner:
         attention = ATTENTION_OF_OBJECTIVE[self.objective]
         micro_batches, tokens, flops = [], 0, 0.0
         for _ in range(self.config.gradient_accumulation_steps):
-            sequences = self.batcher.next_batch()
-            if not sequences:
+            batch = self._next_micro_batch()
+            if batch is None:
                 raise RuntimeError("the training stream ran dry (a finite source?)")
-            seed = derived_seed(self.phase_seed, "train", self.rank, self.micro_batch)
-            batch = self.collator(sequences, seed)
             self.micro_batch += 1
             lengths, contexts = batch_sequence_lengths(batch, self.tokenizer.pad_token_id)
             tokens += sum(lengths)
@@ -642,7 +710,8 @@ def pretrain(config: PretrainConfig) -> Path:
             },
             "world_size": runner.world_size,
             "device": str(runner.accelerator.device),
-            "mixed_precision": config.mixed_precision,
+            "mixed_precision": runner.accelerator.mixed_precision,
+            "distributed_engine": engaged_engine(runner.accelerator),
             "wall_time_s": time.time() - started,
             "config": dataclasses.asdict(config),
         }
@@ -653,11 +722,15 @@ def pretrain(config: PretrainConfig) -> Path:
 
 
 def _save_model(runner: PhaseRunner, folder: Path) -> None:
+    """The full model (gathered from every rank's shard under FSDP/ZeRO-3) as one safetensors checkpoint."""
     accelerator = runner.accelerator
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(runner.model)
     state_dict = accelerator.get_state_dict(runner.model)
     if accelerator.is_main_process:
         model.save_pretrained(folder, state_dict=state_dict)
+        # FSDP2 turns the model's class into a subclass named "FSDP<name>": config.json names the model's own class.
+        runner.model_config.architectures = [model_class_of(runner.objective).__name__]
+        runner.model_config.save_pretrained(folder)
         runner.tokenizer.save_pretrained(folder)
     accelerator.wait_for_everyone()
