@@ -113,8 +113,6 @@ def build_accelerator(
 
 def _engage_fsdp2_on_cpu(accelerator: Accelerator) -> None:
     """accelerate's FSDP2 path on CPU processes: the plugin reads the launcher's FSDP_* settings, as on GPUs."""
-    if not _has_fsdp2("fsdp2"):
-        return  # accelerate < 1.6 has no FSDP2 (its plugin cannot even be built on CPU): refused by the caller
     plugin = FullyShardedDataParallelPlugin()
     for state in (PartialState._shared_state, accelerator.state.__dict__):
         state["distributed_type"] = DistributedType.FSDP

@@ -12,6 +12,7 @@ the NaN stop, atomic checkpoints). What pretraining adds:
 """
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -356,6 +357,15 @@ class PhaseRunner:
         return self.loop.step
 
     # ---- data -------------------------------------------------------------------------------------------------
+    @functools.cached_property
+    def _clusters(self) -> dict[str, str] | None:
+        # Read once per phase: the training and the validation streams share them (a cluster file can be large).
+        return load_clusters(self.config.clusters) if self.config.clusters else None
+
+    @functools.cached_property
+    def _exclude_ids(self) -> set[str] | None:
+        return read_id_list(self.config.exclude_ids) if self.config.exclude_ids else None
+
     def _policy(self) -> RecordPolicy:
         return RecordPolicy(
             invalid=self.config.invalid_residues, stop_codon=self.config.stop_codon, min_length=self.config.min_length
@@ -381,8 +391,8 @@ class PhaseRunner:
             crop_length=config.crop_length,
             shuffle_buffer=config.shuffle_buffer,
             policy=self._policy(),
-            clusters=load_clusters(config.clusters) if config.clusters else None,
-            exclude_ids=read_id_list(config.exclude_ids) if config.exclude_ids else None,
+            clusters=self._clusters,
+            exclude_ids=self._exclude_ids,
             sequence_column=config.sequence_column,
             id_column=config.id_column,
         )
@@ -415,8 +425,8 @@ class PhaseRunner:
             rank=self.rank,
             world_size=self.world_size,
             policy=self._policy(),
-            clusters=load_clusters(config.clusters) if config.clusters else None,
-            exclude_ids=read_id_list(config.exclude_ids) if config.exclude_ids else None,
+            clusters=self._clusters,
+            exclude_ids=self._exclude_ids,
             max_sequences=config.valid_sequences if split == "valid" else None,
             sequence_column=config.sequence_column,
             id_column=config.id_column,
