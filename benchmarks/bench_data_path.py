@@ -1,11 +1,16 @@
 """The data path alone (no model): tokens/s of collated MLM micro-batches per DataLoader worker, for FASTA and for
 parquet shards, through the sharded path (`data.sharded`), and FASTA through the in-process `ProteinStream` batcher.
 
+Beside it, what a training step consumes at the 150M shape on one H100 (bf16 dense peak 989 TFLOP/s) at 40% and 50%
+MFU, from the exact FLOP count of `training.flops` on 1,024-token packed rows, and the workers that takes. That is a
+projection until `bench_gpu.py` measures the step on a GPU (its JSON reports tokens/s).
+
     python benchmarks/bench_data_path.py                      # 0, 1 and 2 workers, 300 micro-batches each
     python benchmarks/bench_data_path.py --workers 0 4 --batches 1000
 """
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +23,11 @@ from modeling_plm.data import DataSource, ProteinStream
 from modeling_plm.data.collators import build_collator
 from modeling_plm.data.fasta import find_data_dir
 from modeling_plm.data.sharded import BatchRules, ShardedBatcher, ShardedStreamConfig
+from modeling_plm.training.flops import training_flops
+from modeling_plm.training.presets import config_from_preset
 
 BATCH_SIZE, CROP, BUFFER = 16, 510, 2000
+H100_BF16_PEAK, PACK_LENGTH, CONSUMER_PRESET = 989.4e12, 1024, "esm2_150m"
 
 
 def tokens_of(batch) -> int:
@@ -43,6 +51,21 @@ def in_process_fasta_rate(fasta: str, collator, batches: int) -> float:
     for index in range(batches):
         tokens += tokens_of(collator([next(sequences) for _ in range(BATCH_SIZE)], index))
     return tokens / (time.perf_counter() - started)
+
+
+def gpu_consumption(worker_rates: dict[str, float]) -> list[dict]:
+    """Tokens/s one H100 step eats at the 150M shape (packed rows, bidirectional attention), and the DataLoader
+    workers of each format (at its one-worker rate) that feed it."""
+    config = config_from_preset(CONSUMER_PRESET)
+    flops_per_token = training_flops(config, [PACK_LENGTH], "bidirectional") / PACK_LENGTH
+    rows = []
+    for mfu in (0.4, 0.5):
+        consumed = mfu * H100_BF16_PEAK / flops_per_token
+        row = {"shape": CONSUMER_PRESET, "mfu": mfu, "training_flops_per_token": flops_per_token}
+        row["consumed_tokens_per_s"] = consumed
+        row.update({f"{label}_workers_needed": math.ceil(consumed / rate) for label, rate in worker_rates.items()})
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -75,7 +98,16 @@ def main() -> None:
                 rows.append({"format": label, "path": "data.sharded", "workers": workers, "tokens_per_s": rate})
     for row in rows:
         row["tokens_per_s_per_worker"] = row["tokens_per_s"] / max(1, row["workers"])
-    report("data_path", rows, {"batch_size": BATCH_SIZE, "crop_length": CROP, "corpus": SWISSPROT_SAMPLE})
+    worker_rates = {row["format"]: row["tokens_per_s"] for row in rows if row["workers"] == 1}
+    consumption = gpu_consumption(worker_rates)
+    for row in consumption:
+        needed = ", ".join(f"{row[f'{label}_workers_needed']} {label}" for label in worker_rates)
+        print(
+            f"{row['shape']} on one H100 at {row['mfu']:.0%} MFU eats {row['consumed_tokens_per_s']:,.0f} tokens/s: "
+            f"workers needed: {needed}"
+        )
+    extra = {"batch_size": BATCH_SIZE, "crop_length": CROP, "corpus": SWISSPROT_SAMPLE, "gpu_consumption": consumption}
+    report("data_path", rows, extra)
 
 
 if __name__ == "__main__":

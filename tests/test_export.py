@@ -220,7 +220,7 @@ def test_card_numbers_equal_the_checkpoint(exported, trained, record):
     assert ratio == pytest.approx(record["tokens"] / record["non_embedding_parameters"], rel=1e-3)
     assert f"| 1 | mlm | {record['steps']:,} | {record['tokens']:,} |" in text
     assert f"| mlm | {record['final_eval']['mlm']['loss']:.4f} |" in text
-    assert "N_opt ∝ C^0.776" in text and "= 6.19e-08·C^0.776" in text
+    assert "N_opt ∝ C^0.760" in text and "= 1.36e-07·C^0.760" in text
     assert 'from_pretrained("owner/plm-tiny", trust_remote_code=True)' in text
     for section in ("Architecture", "Objectives", "Training data", "Compute", "Evaluation", "How to use", "Citation"):
         assert f"\n## {section}\n" in text

@@ -4,14 +4,24 @@ parse to the counts found by inspecting them, trainer folders read back, and bad
 import json
 import math
 import random
+import re
+import shlex
 
 import numpy as np
 import pytest
 
-from modeling_plm import PLMConfig
+from modeling_plm.cli.main import main as cli_main
 from modeling_plm.cli.scaling import main as scaling_main
 from modeling_plm.scaling.fit import fit_envelope, fit_isoflop, fit_parametric, load_fits
-from modeling_plm.scaling.plan import PUBLISHED_LAWS, plan, shape_for_parameters, transfer_split
+from modeling_plm.scaling.plan import (
+    LAWS,
+    PAPER_EXPONENTS,
+    PUBLISHED_LAWS,
+    RELEASED_N_OPT,
+    plan,
+    shape_for_parameters,
+    transfer_split,
+)
 from modeling_plm.scaling.runs import (
     RunPoint,
     RunTable,
@@ -23,7 +33,7 @@ from modeling_plm.scaling.runs import (
     write_json_table,
 )
 from modeling_plm.scaling.validate import mask_ratio_ablation, read_transfer_curves, transfer_gains
-from modeling_plm.training.presets import MODERN_ARCHITECTURE, config_from_preset
+from modeling_plm.training.presets import config_from_preset
 
 from .conftest import data_path
 
@@ -99,40 +109,105 @@ def test_bootstrap_is_seeded(synthetic):
     assert first.n_opt.exponent_ci == again.n_opt.exponent_ci != other.n_opt.exponent_ci
 
 
-def test_planner_reproduces_the_published_formulas():
-    # By hand from N_opt = k C^a: MLM 1e20 -> 6.19e-8 * 10^(20*0.776 = 15.52) = 6.19e-8 * 3.3113e15 = 2.0497e8;
-    # CLM 1e20 -> 1.26e-3 * 10^(20*0.578 = 11.56) = 1.26e-3 * 3.6308e11 = 4.5748e8;
-    # MLM 1e22 -> 6.19e-8 * 10^17.072 = 6.19e-8 * 1.1803e17 = 7.306e9; D_opt MLM 1e20 -> 2.02e6 * 10^4.6 = 8.042e10.
-    assert plan(1e20, "mlm").n_opt == pytest.approx(2.0497e8, rel=1e-3)
-    assert plan(1e20, "clm").n_opt == pytest.approx(4.5748e8, rel=1e-3)
-    assert plan(1e22, "mlm").n_opt == pytest.approx(7.306e9, rel=1e-3)
-    assert plan(1e20, "mlm").d_opt == pytest.approx(8.042e10, rel=1e-3)
-    assert PUBLISHED_LAWS["clm"].n_opt.exponent + PUBLISHED_LAWS["clm"].d_opt.exponent == pytest.approx(1.0)
-    # C = 6 N D holds for the published pairs of coefficients to within 7% (CLM) and 1% at 1e21 (MLM)
-    for objective, tolerance in (("clm", 0.08), ("mlm", 0.01)):
-        law = PUBLISHED_LAWS[objective]
-        assert 6 * law.n_opt(1e21) * law.d_opt(1e21) == pytest.approx(1e21, rel=tolerance)
+def source_txt() -> str:
+    return (data_path("scaling_protein_lm") / "SOURCE.txt").read_text()
 
 
-def test_planned_model_is_a_real_config_near_n_opt():
-    result = plan(1e21, "mlm")
-    shape = result.shape
-    config = PLMConfig(
-        **{
-            **MODERN_ARCHITECTURE,
-            "num_hidden_layers": shape.num_hidden_layers,
-            "hidden_size": shape.hidden_size,
-            "num_attention_heads": shape.num_attention_heads,
-        }
-    )
-    assert shape.head_dim == config.head_dim == 64
-    assert shape.parameters == config.num_parameters(include_embeddings=False)
-    assert 0.8 < shape.parameters / result.n_opt < 1.25
-    assert result.tokens == pytest.approx(1e21 / (6 * shape.parameters))
-    assert 1.9 < result.expected_loss < 2.1  # the released 1e21 MLM runs end at 1.98-2.05
-    # the depth/width rule is the presets' grid: a preset's own N plans back to that preset
-    for name in ("plm_10m", "plm_100m", "plm_1b"):
+def test_law_constants_are_the_ones_source_txt_records():
+    text = source_txt()
+    # "CLM  N_opt = 3.3057090957451653e-03 * C^0.5561066052168413": the decoded law_weights/*_app3_law.pkl
+    released = {
+        name.lower(): (float(k), float(a))
+        for name, k, a in re.findall(r"^\s*(CLM|MLM)\s+N_opt = ([0-9.e+-]+) \* C\^([0-9.]+)\s*$", text, re.M)
+    }
+    assert set(released) == {"clm", "mlm"} and released == RELEASED_N_OPT
+    # "CLM: N_opt ∝ C^0.578, D_opt ∝ C^0.422      MLM: N_opt ∝ C^0.776, D_opt ∝ C^0.230": the paper's exponents
+    paper = {
+        name.lower(): (float(a), float(b))
+        for name, a, b in re.findall(r"(CLM|MLM): N_opt ∝ C\^([0-9.]+), D_opt ∝ C\^([0-9.]+)", text)
+    }
+    assert paper == PAPER_EXPONENTS
+    # "At C = 1e21 the released MLM law gives N_opt = 1.23e9 and the released CLM law 1.58e9"
+    words = " ".join(text.split())  # the sentence wraps
+    match = re.search(r"released MLM law gives N_opt = ([0-9.]+e\d+) and the released CLM law ([0-9.]+e\d+)", words)
+    for objective, quoted in zip(("mlm", "clm"), match.groups()):
+        assert float(f"{LAWS['released'][objective].n_opt(1e21):.3g}") == float(quoted)
+    for objective in ("clm", "mlm"):
+        law, anchored = LAWS["released"][objective], LAWS["paper"][objective]
+        assert (law.n_opt.coefficient, law.n_opt.exponent) == RELEASED_N_OPT[objective]
+        assert (anchored.n_opt.exponent, anchored.d_opt.exponent) == PAPER_EXPONENTS[objective]
+        # the paper-exponent laws pass through the released allocation at 1e21, and C = 6 N_opt D_opt there
+        assert anchored.n_opt(1e21) == pytest.approx(law.n_opt(1e21), rel=1e-12)
+        assert 6 * anchored.n_opt(1e21) * anchored.d_opt(1e21) == pytest.approx(1e21, rel=1e-12)
+    assert PUBLISHED_LAWS is LAWS["released"]
+
+
+def test_planner_follows_the_laws_by_hand():
+    # MLM 1e20: 20 * 0.7598018682 = 15.1960374; 10^15.1960374 = 1.57050e15; * 1.36463562e-7 = 2.1432e8.
+    # CLM 1e20: 20 * 0.5561066052 = 11.1221321; 10^11.1221321 = 1.32474e11; * 3.30570910e-3 = 4.3792e8.
+    # D_opt = C / (6 N_opt): MLM 1e20 -> 1e20 / (6 * 2.1432e8 = 1.28592e9) = 7.7766e10.
+    # Paper MLM 1e20: N_rel(1e21) = 1.36463562e-7 * 10^15.9558392 (= 9.03323e15) = 1.23271e9; * 10^-0.776
+    # (= 0.167494) = 2.0647e8.
+    assert plan(1e20, "mlm").n_opt == pytest.approx(2.1432e8, rel=1e-4)
+    assert plan(1e20, "clm").n_opt == pytest.approx(4.3792e8, rel=1e-4)
+    assert plan(1e20, "mlm").d_opt == pytest.approx(7.7766e10, rel=1e-4)
+    assert plan(1e20, "mlm", laws="paper").n_opt == pytest.approx(2.0647e8, rel=1e-4)
+    result = plan(1e21, "clm")
+    assert result.law["name"] == "released" and "CLM_app3_law.pkl" in result.law["source"]
+    assert "SOURCE.txt" in result.law["source"] and result.expected_loss is None
+    text = result.render()
+    assert "laws                    released: N_opt = 0.003306·C^0.5561" in text
+    paper = plan(1e21, "clm", laws="paper")
+    assert paper.law["name"] == "paper" and "C^0.5780" in paper.render() and "anchored" in paper.law["verified"]
+    with pytest.raises(ValueError, match="laws must be one of released, paper"):
+        plan(1e21, "clm", laws="recalled")
+
+
+@pytest.mark.parametrize("laws", ["released", "paper"])
+def test_planned_shapes_are_gpu_friendly_and_near_n_opt(laws):
+    for flops in np.logspace(17, 23, 25):
+        for objective in ("clm", "mlm"):
+            result = plan(float(flops), objective, laws=laws)
+            shape, argv = result.shape, result.command.argv
+            assert shape.hidden_size % 128 == 0 and isinstance(shape.num_hidden_layers, int)
+            assert shape.head_dim in (64, 128) and shape.num_attention_heads * shape.head_dim == shape.hidden_size
+            # the model the command trains: its preset with its overrides
+            flags = dict(zip(argv, argv[1:]))
+            config = config_from_preset(flags["--preset"], **json.loads(flags.get("--model-overrides", "{}")))
+            assert config.num_parameters(include_embeddings=False) == shape.parameters
+            assert (config.hidden_size, config.num_attention_heads) == (shape.hidden_size, shape.num_attention_heads)
+            assert result.tokens == pytest.approx(flops / (6 * shape.parameters))
+            assert int(flags["--max-steps"]) == math.ceil(result.tokens / (256 * 1024))
+            # the shape grid's spacing (measured on a dense sweep of N_opt): within 6% of N_opt above 30M
+            # non-embedding parameters, 2.5% above 300M
+            off = abs(shape.parameters / result.n_opt - 1)
+            assert off <= (0.025 if result.n_opt >= 3e8 else 0.06 if result.n_opt >= 3e7 else 1.0)
+    # a preset of the grid with a width multiple of 128 plans back to itself
+    for name in ("plm_3m", "plm_100m", "plm_300m", "plm_3b"):
         assert shape_for_parameters(config_from_preset(name).num_parameters()).nearest_preset == name
+
+
+def test_the_printed_command_runs(tmp_path, capsys):
+    rng = random.Random(0)
+    fasta = tmp_path / "train.fasta"
+    fasta.write_text(
+        "".join(f">s{i}\n{''.join(rng.choice('ACDEFGHIKLMNPQRSTVWY') for _ in range(60))}\n" for i in range(2000))
+    )
+    flags = ["--objective", "clm", "--train-file", str(fasta), "--batch-size", "2", "--pack-length", "128"]
+    assert scaling_main(["plan", "--flops", "3e15", *flags]) == 0
+    printed = capsys.readouterr().out
+    command = next(line for line in printed.splitlines() if line.startswith("train with")).removeprefix("train with")
+    argv = shlex.split(command)
+    assert argv[:2] == ["plm", "pretrain"] and "--max-steps" in argv
+    assert scaling_main(["plan", "--flops", "3e15", *flags, "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert shlex.split(planned["command"]["text"]) == argv and planned["law"]["name"] == "released"
+    # run it as printed, with only the step count and the output folder overridden
+    out = tmp_path / "run"
+    assert cli_main([*argv[1:], "--max-steps", "1", "--output-dir", str(out)]) == 0
+    record = json.loads((out / "final" / "training_record.json").read_text())
+    assert record["non_embedding_parameters"] == planned["shape"]["parameters"]
+    assert record["steps"] == 1 and [phase["objective"] for phase in record["phases"]] == ["clm"]
 
 
 def test_transfer_plan_splits_compute_between_clm_and_mlm():
@@ -289,3 +364,88 @@ def test_cli_fit_then_plan_with_the_fit(tmp_path, synthetic, capsys):
     assert planned["n_opt"] == pytest.approx(TRUE_K_N * 1e17**TRUE_A, rel=0.15)
     assert scaling_main(["plan", "--flops", "-1"]) == 2
     assert "flops must be a positive number" in capsys.readouterr().err
+
+
+def test_envelope_refuses_runs_without_a_curve(synthetic):
+    finals = RunTable([p for p in synthetic.points if p.final])
+    with pytest.raises(ValueError, match=r"at least two points per run .* 54 run\(s\) have one: 'n") as error:
+        fit_envelope(finals, "mlm", bootstrap=0)
+    assert "and 49 more" in str(error.value)
+    short = synthetic.points[0].run  # one run reduced to its final point
+    one_short = RunTable([p for p in synthetic.points if p.final or p.run != short])
+    with pytest.raises(ValueError, match=rf"1 run\(s\) have one: '{re.escape(short)}' \(no file\)"):
+        fit_envelope(one_short, "mlm", bootstrap=0)
+
+
+def test_figures_are_readable_and_mark_what_the_fits_left_out(tmp_path, synthetic):
+    from PIL import Image
+
+    from modeling_plm.scaling.plots import (
+        frontier_figure,
+        isoflop_figure,
+        loss_vs_compute_figure,
+        plot_frontier,
+        plot_isoflop,
+        plot_loss_vs_compute,
+    )
+
+    # a budget with two sizes only: left out of the IsoFLOP fit
+    extra = [RunPoint(f"extra{i}", "mlm", n, 1e14, 1e14 / (6 * n), 1e14, 3.0 + i / 10, True) for i, n in
+             enumerate((3e3, 6e3))]  # fmt: skip
+    table = RunTable(synthetic.points + extra)
+    isoflop = fit_isoflop(table, "mlm", bootstrap=5)
+    assert isoflop.excluded_budgets == [1e14]
+    capped = fit_envelope(synthetic, "mlm", bootstrap=5, max_flops=1e17)
+    assert capped.excluded and all(p.flops > 1e17 for p in capped.excluded)
+    assert all(p.flops <= 1e17 for p in capped.points) and capped.flops_cap == 1e17
+
+    def legend_texts(figure) -> list[str]:
+        texts = figure.axes[0].get_legend().get_texts()
+        assert all(text.get_fontsize() >= 9 for text in texts)
+        return [text.get_text() for text in texts]
+
+    figure = isoflop_figure(table, isoflop)
+    assert "budget left out of the fit (see the report)" in legend_texts(figure)
+    assert "fitted minimum N_opt" in legend_texts(figure)
+    assert figure.axes[1].get_ylabel() == "budget C (FLOPs)"  # colour is the budget: a colour bar says so
+    figure = frontier_figure([isoflop, capped], reference={"law": PUBLISHED_LAWS["mlm"].n_opt})
+    assert {"envelope: above C = 1e+17, not fitted", "envelope fit range ends (C = 1e+17)"} <= set(legend_texts(figure))
+    figure = loss_vs_compute_figure(synthetic, [capped, isoflop], "mlm")
+    assert "envelope: above C = 1e+17, not fitted" in legend_texts(figure)
+    assert figure.axes[1].get_ylabel() == "non-embedding parameters N"
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    paths = [
+        plot_isoflop(table, isoflop, tmp_path / "isoflop.png"),
+        plot_frontier([isoflop, capped], tmp_path / "frontier.png"),
+        plot_loss_vs_compute(synthetic, tmp_path / "loss.png", [capped], "mlm"),
+    ]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.size == (1050, 720) and image.info["dpi"] == pytest.approx((150, 150), abs=0.1)
+
+
+def test_validation_report_separates_points_beyond_the_largest_isoflop_budget():
+    from modeling_plm.scaling.validate import format_report, validate
+
+    result = validate(data_path("scaling_protein_lm"), bootstrap=3, parametric_bootstrap=0)
+    report = format_report(result)
+    for objective, full_range in (("clm", "1.2e+22"), ("mlm", "1.7e+22")):
+        info = result["objectives"][objective]
+        assert info["isoflop_largest_budget"] == pytest.approx(1e21, rel=0.01)
+        capped, full = info["envelope_isoflop_budgets_only"], info["envelope"]
+        assert (
+            max(capped["budgets"])
+            <= info["isoflop_largest_budget"]
+            < min(info["envelope_beyond_largest_budget"]["flops"])
+        )
+        assert capped["points"] + info["envelope_beyond_largest_budget"]["points"] == full["points"] == 40
+        assert f"envelope, full range (to {full_range})" in report
+    assert report.count("envelope, C <= 1e+21 (IsoFLOP budgets only)") == 2
+    assert report.count("beyond the largest IsoFLOP budget") == 2
+    # the largest runs carry the full-range fit: the 7B CLM and the 10B MLM run, trained past every named budget
+    assert "clm/7B/gpt_7b_1024_noreg_all1.32ep_pg2xlg_bf16 (6 points" in report
+    assert "mlm/10B/mlm_10b_all1.33ep_noreg_tk263b_cl1024_bsz1m_scratch (7 points" in report
+    # released law and paper exponents side by side, per budget
+    assert "released law N_opt = 1.365e-07·C^0.7598" in report and "paper a = 0.776" in report

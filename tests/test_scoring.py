@@ -3,6 +3,7 @@ bad mutations, the pipeline equal to the functions, and end to end on ESM's TEM-
 
 import csv
 import math
+import random
 
 import pytest
 import torch
@@ -89,10 +90,19 @@ def test_masked_marginals_equal_single_masked_forward_passes(model, model_folder
     torch.testing.assert_close(everything[6], marginals[1], atol=1e-5, rtol=0)
 
 
-def test_long_sequences_are_windowed_for_masked_scores_and_refused_for_causal(tokenizer):
+@pytest.fixture(scope="module")
+def small_context(tokenizer):
+    """A tiny model whose context holds 32 residues (34 tokens with <bos> and <eos>)."""
     torch.manual_seed(1)
-    small_context = PLMForMaskedLM(config_from_preset("tiny", max_position_embeddings=34)).eval()  # 32 residues
-    sequence = "".join(STANDARD_AMINO_ACIDS[(7 * i) % 20] for i in range(80))
+    return PLMForMaskedLM(config_from_preset("tiny", max_position_embeddings=34)).eval()
+
+
+# Not periodic: a window read at the wrong start would hold other residues.
+LONG_SEQUENCE = "".join(random.Random(3).choices(STANDARD_AMINO_ACIDS, k=80))
+
+
+def test_long_sequences_are_windowed_for_masked_scores_and_refused_for_causal(small_context, tokenizer):
+    sequence = LONG_SEQUENCE
     marginals = masked_marginals(small_context, tokenizer, sequence, [5, 40, 80])
     for row, (position, start) in enumerate([(5, 0), (40, 23), (80, 48)]):
         window = sequence[start : start + 32]  # centred on the position, clamped to the ends
@@ -100,6 +110,68 @@ def test_long_sequences_are_windowed_for_masked_scores_and_refused_for_causal(to
         torch.testing.assert_close(marginals[row], expected, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="sequence 1 has 80 residues, more than the 32"):
         causal_log_likelihood(small_context, tokenizer, ["MKT", sequence])
+
+
+def mutation_at(sequence: str, position: int, offset: int = 1) -> str:
+    """A substitution at 1-based `position` of `sequence`, numbered from `offset`, to a different residue."""
+    wild_type = sequence[position - 1]
+    mutant = "W" if wild_type != "W" else "A"
+    return f"{wild_type}{position + offset - 1}{mutant}"
+
+
+@pytest.mark.parametrize("method", ["masked-marginal", "wt-marginal", "causal", "pseudo-likelihood"])
+def test_a_wild_type_that_fits_scores_bitwise_the_same_with_any_window_it_fits(model, tokenizer, method):
+    wild_type = LONG_SEQUENCE[:40]
+    mutations = [
+        mutation_at(wild_type, 3),
+        mutation_at(wild_type, 38),
+        f"{mutation_at(wild_type, 1)}:{mutation_at(wild_type, 40)}",
+    ]
+    default = score_variants(model, tokenizer, wild_type, mutations, method=method, progress=False)
+    exact_fit = score_variants(model, tokenizer, wild_type, mutations, method=method, progress=False, window=40)
+    assert exact_fit == default
+    if method == "causal":  # the unwindowed definition, batched the same way: bitwise
+        mutants = [apply_mutations(wild_type, parse_mutations(spec, wild_type)) for spec in mutations]
+        lls = causal_log_likelihood(model, tokenizer, [wild_type, *mutants])
+        assert default == [ll - lls[0] for ll in lls[1:]]
+
+
+@pytest.mark.parametrize("method", ["wt-marginal", "causal"])
+def test_a_long_wild_type_scores_each_mutant_as_its_window_scored_directly(small_context, tokenizer, method):
+    sequence = LONG_SEQUENCE
+    # (mutated 1-based positions, window start): centred on the mean 0-based index, clamped to the ends, and
+    # moved to cover a multi-mutant whose centred window would miss one of its mutations.
+    cases = [([40], 23), ([2], 0), ([78], 48), ([30, 45], 20), ([11, 42], 10)]
+    mutations = [":".join(mutation_at(sequence, position) for position in positions) for positions, _ in cases]
+    windowed = score_variants(small_context, tokenizer, sequence, mutations, method, batch_size=1, progress=False)
+    for (_, start), spec, score in zip(cases, mutations, windowed):
+        window = sequence[start : start + 32]
+        direct = score_variants(
+            small_context, tokenizer, window, [spec], method, offset=start + 1, batch_size=1, progress=False
+        )
+        assert score == direct[0], spec
+    batched = score_variants(small_context, tokenizer, sequence, mutations, method, batch_size=4, progress=False)
+    assert batched == pytest.approx(windowed, abs=1e-4)
+    with pytest.raises(ValueError, match=r"Mutation '\w+:\w+' spans 56 residues .* more than the 32-residue window"):
+        score_variants(
+            small_context, tokenizer, sequence, [f"{mutation_at(sequence, 5)}:{mutation_at(sequence, 60)}"], method
+        )
+
+
+def test_the_masked_marginal_window_can_be_set(model, tokenizer):
+    sequence = LONG_SEQUENCE[:40]
+    spec = mutation_at(sequence, 20)
+    windowed = score_variants(model, tokenizer, sequence, [spec], batch_size=1, progress=False, window=16)
+    start = 19 - 8  # centred on 0-based index 19
+    direct = score_variants(model, tokenizer, sequence[start : start + 16], [spec], offset=start + 1, batch_size=1)
+    assert windowed == direct
+    marginals = masked_marginals(model, tokenizer, sequence, [20], window=16)
+    expected = direct_log_probs(model, tokenizer, sequence[start : start + 16], 19 - start)[20 - start]
+    torch.testing.assert_close(marginals[0], expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="window of 1025 residues is longer than the 1024 that fit"):
+        score_variants(model, tokenizer, sequence, [spec], window=1025)
+    with pytest.raises(ValueError, match="window must be a positive number of residues, got 0"):
+        masked_marginals(model, tokenizer, sequence, [20], window=0)
 
 
 def test_pseudo_log_likelihood_equals_a_manual_loop(model, tokenizer, swissprot_sequences):
@@ -359,3 +431,10 @@ def test_cli_scores_fasta_sequences(model_folder, model, tokenizer, tmp_path, ca
     assert run_cli([str(model_folder), "--sequence", "MKTAYIAKQR", "--mutation", "K2A", "--mutation", "K2A:Q9E"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "mutation,masked_marginal" and lines[2].startswith("K2A:Q9E,")
+
+    # --window: a causal score read in a 4-residue window around the mutation.
+    argv = [str(model_folder), "--sequence", "MKTAYIAKQR", "--mutation", "K2A", "--method", "causal", "--window", "4"]
+    assert run_cli(argv) == 0
+    windowed = float(capsys.readouterr().out.strip().splitlines()[1].split(",")[1])
+    assert windowed == score_variants(model, tokenizer, "MKTAYIAKQR", ["K2A"], "causal", window=4, progress=False)[0]
+    assert windowed == score_variants(model, tokenizer, "MKTA", ["K2A"], "causal", progress=False)[0]

@@ -13,8 +13,9 @@ PARSER_OPTIONS = {
         "  plm export runs/demo/final exports/plm-demo --push my-name/plm-demo --private   # needs `hf auth login`\n"
         "  plm export ./esm2-8m-plm exports/esm2-8m --max-shard-size 500MB\n"
         "  plm export runs/fsdp/checkpoints/step-0001000 exports/step-1000   # a training checkpoint (FSDP too)\n\n"
-        "--eval-results: a JSON list of {task, dataset, metric, value} objects (optional: task_name, dataset_name,\n"
-        "dataset_split, metric_name, source), written to the card's model-index."
+        "  plm export runs/demo/final exports/plm-demo --eval-results evals/demo/*_model_index.json\n\n"
+        "--eval-results: JSON lists of {task, dataset, metric, value} objects (optional: task_name, dataset_name,\n"
+        "dataset_split, metric_name, source), as `plm eval` writes them, put on the card's model-index."
     ),
 }
 
@@ -38,7 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a dataset id for the card metadata (repeat for several; default: the training record's source names)",
     )
-    parser.add_argument("--eval-results", default=None, help="JSON file of evaluation results for the model-index")
+    parser.add_argument(
+        "--eval-results",
+        nargs="+",
+        default=None,
+        help="JSON files of evaluation results for the model-index (lists, or `plm eval` *_results.json files)",
+    )
     parser.add_argument("--max-shard-size", default="2GB", help="shard the safetensors above this size (default: 2GB)")
 
 

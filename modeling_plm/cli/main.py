@@ -19,7 +19,19 @@ import traceback
 import torch
 import yaml
 
-COMMANDS = ("pretrain", "finetune", "scaling", "demo", "embed", "generate", "score", "export", "convert", "shard")
+COMMANDS = (
+    "pretrain",
+    "finetune",
+    "scaling",
+    "demo",
+    "embed",
+    "generate",
+    "score",
+    "eval",
+    "export",
+    "convert",
+    "shard",
+)
 EXAMPLES = """examples:
   plm pretrain training/configs/demo.yaml && plm demo --model runs/demo/final
   plm demo --preset esm2_8m --num-sequences 16
@@ -28,6 +40,7 @@ EXAMPLES = """examples:
   plm embed runs/demo/final proteins.fasta.gz embeddings/ --pooling mean max
   plm generate runs/demo/final --infill 'MKTAYIAK<smask>SHFSRQ'
   plm score runs/demo/final --sequence MKTAYIAKQR --mutation K2A
+  plm eval proteingym runs/demo/final --data ../shared/data/proteingym_singles --output-dir evals/demo
   plm export runs/demo/final exports/plm-demo --push my-name/plm-demo
   plm convert esm2 ./esm2_t6_8M_UR50D ./esm2-8m-plm
   plm convert to-esm2 ./esm2-8m-plm ./esm2-8m-back

@@ -12,6 +12,7 @@ from .main import run_command
 HELP = "compute-optimal planning, scaling-law fits and sweeps (see: plm scaling --help)"
 EXAMPLES = """examples:
   plm scaling plan --flops 1e21 --objective mlm
+  plm scaling plan --flops 1e21 --objective clm --laws paper
   plm scaling plan --flops 1e21 --objective mlm --transfer --clm-share 0.15
   plm scaling plan --flops 3e15 --objective mlm --fit runs/scaling/fit.json
   plm scaling fit runs/scaling/ --output-dir runs/scaling/fit            # run folders of `plm pretrain`
@@ -42,16 +43,33 @@ RAW = argparse.RawDescriptionHelpFormatter
 
 
 def add_plan_arguments(plan: argparse.ArgumentParser) -> None:
+    from ..scaling.plan import DEFAULT_BATCH_SIZE, DEFAULT_PACK_LENGTH, DEFAULT_TRAIN_FILE, LAW_CHOICES
+
     plan.add_argument("--flops", type=float, required=True, help="compute budget C in FLOPs (6·N·D), e.g. 1e21")
     plan.add_argument("--objective", choices=("mlm", "clm"), default="mlm")
+    plan.add_argument(
+        "--laws",
+        choices=LAW_CHOICES,
+        help="released: the authors' released fitted laws (default); paper: the paper text's exponents, anchored "
+        "to the released law at 1e21 (numbers: scaling_protein_lm/SOURCE.txt)",
+    )
     plan.add_argument("--transfer", action="store_true", help="CLM pre-training then MLM on one model (mlm only)")
     plan.add_argument("--clm-share", type=float, default=0.15, help="share of compute on CLM with --transfer")
-    plan.add_argument("--fit", type=Path, help="a fit.json written by `plm scaling fit` instead of the paper's laws")
+    plan.add_argument("--fit", type=Path, help="a fit.json written by `plm scaling fit` instead of --laws")
     plan.add_argument(
         "--approach",
         choices=("isoflop", "envelope", "parametric"),
         default="isoflop",
         help="which of the fit's N_opt/D_opt laws to use with --fit",
+    )
+    plan.add_argument(
+        "--train-file", default=DEFAULT_TRAIN_FILE, help="training data of the printed command (default: %(default)s)"
+    )
+    plan.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="packed rows per step of the printed command"
+    )
+    plan.add_argument(
+        "--pack-length", type=int, default=DEFAULT_PACK_LENGTH, help="tokens per packed row of the printed command"
     )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
 
@@ -126,12 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
         "plan",
         help="N_opt, D_opt, a concrete model and the expected loss for a FLOPs budget",
         formatter_class=RAW,
-        description="N_opt = k·C^a and D_opt = k'·C^b from the paper's laws (or your fit), the model shape "
-        "(head_dim 64, depth from width as in the plm_* presets) whose exact non-embedding N is nearest N_opt, its "
-        "token count C/(6N) and the expected validation loss from L(N, D) = E + A/N^α + B/D^β.",
+        description="N_opt = k·C^a and D_opt from the authors' released laws (default), the paper's exponents "
+        "(--laws paper) or your fit (--fit); the model shape (width a multiple of 128, 64-wide heads, depth near the "
+        "plm_* presets' rule) whose exact non-embedding N is nearest N_opt; its token count C/(6N); and the "
+        "`plm pretrain` command that trains it (packed rows, --max-steps from the tokens). With --fit, the fit's "
+        "parametric L(N, D) gives the expected validation loss.",
         epilog="examples:\n  plm scaling plan --flops 1e21 --objective mlm\n"
+        "  plm scaling plan --flops 1e21 --objective clm --laws paper\n"
         "  plm scaling plan --flops 1e20 --objective clm --json\n"
         "  plm scaling plan --flops 1e21 --objective mlm --transfer\n"
+        "  plm scaling plan --flops 1e20 --train-file corpora/uniref50 --batch-size 512 --pack-length 2048\n"
         "  plm scaling plan --flops 3e15 --fit runs/scaling/fit/fit.json --approach isoflop",
     )
     add_plan_arguments(plan)
@@ -171,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 def plan_command(args: argparse.Namespace) -> int:
     from ..scaling.plan import plan
 
+    if args.fit is not None and args.laws is not None:
+        raise ValueError("--laws and --fit both choose the laws: give one")
     result = plan(
         args.flops,
         objective=args.objective,
@@ -178,6 +202,10 @@ def plan_command(args: argparse.Namespace) -> int:
         clm_share=args.clm_share,
         fit_path=args.fit,
         approach=args.approach,
+        laws=args.laws or "released",
+        train_file=args.train_file,
+        batch_size=args.batch_size,
+        pack_length=args.pack_length,
     )
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.render())
     return 0
@@ -212,7 +240,7 @@ def fit_command(args: argparse.Namespace) -> int:
         out = args.output_dir
         written = [save_fits(fits, out / "fit.json"), write_csv_table(table, out / "runs.csv")]
         if not args.no_plots:
-            references = {name: {"Cheng et al. 2024": law.n_opt} for name, law in PUBLISHED_LAWS.items()}
+            references = {name: {"Cheng et al. 2024, released": law.n_opt} for name, law in PUBLISHED_LAWS.items()}
             written += plot_fits(table, fits, out, references=references)
         print("\nwrote " + ", ".join(str(path) for path in written))
     return 0

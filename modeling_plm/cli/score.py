@@ -47,6 +47,8 @@ examples:
       --output blat_scores.csv
   # the same with the causal log-likelihood ratio
   plm score runs/demo/final --wild-type-fasta ... --mutations-csv ... --target-column 2500 --method causal
+  # a wild type longer than the model's context: each mutant scored in a 512-residue window around its mutations
+  plm score runs/demo/final --wild-type-fasta ... --mutations-csv ... --method wt-marginal --window 512
   # a few mutants given on the command line, printed as CSV
   plm score runs/demo/final --sequence MKTAYIAKQRQISFVKSHFSRQ --mutation K2A --mutation K2A:Q11E
   # per-sequence PLL and causal log-likelihood of a FASTA
@@ -90,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--score-column", help="name of the added score column (default: the method, e.g. masked_marginal)"
     )
     parser.add_argument("--output", help="CSV to write (default: print the CSV to stdout, the summary to stderr)")
+    parser.add_argument(
+        "--window",
+        type=options.positive_int,
+        help="residues per window for a sequence longer than it (default: the model's context): masked scores read "
+        "each position in a window centred on it, wt-marginal and causal each mutant in one around its mutations",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per forward pass")
     parser.add_argument(
         "--device", type=options.device, default=None, help="torch device (default: cuda when available, else cpu)"
@@ -183,6 +191,7 @@ def _score_mutations_csv(args, *, model, tokenizer, wild_type: str, report) -> i
         offset=args.offset,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        window=args.window,
     )
     elapsed = time.perf_counter() - started
     for row, score in zip(rows, scores):
@@ -216,7 +225,7 @@ def _score_sequences(args, *, model, tokenizer, records: list[tuple[str, str]], 
     started = time.perf_counter()
     if args.score in ("pseudo-log-likelihood", "both"):
         totals = pseudo_log_likelihood(
-            model, tokenizer, sequences=sequences, batch_size=args.batch_size, progress=progress
+            model, tokenizer, sequences=sequences, batch_size=args.batch_size, progress=progress, window=args.window
         )
         columns["pseudo_log_likelihood"] = totals
         columns["pseudo_log_likelihood_per_residue"] = [t / len(s) for t, s in zip(totals, sequences)]
@@ -266,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
             offset=args.offset,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            window=args.window,
         )
         column = args.score_column or args.method.replace("-", "_")
         rows = [{"mutation": m, column: repr(s)} for m, s in zip(args.mutation, scores)]

@@ -79,10 +79,12 @@ def read_json_file(path: Path, what: str) -> Any:
 
 def read_eval_results(path: Path) -> list[dict[str, Any]]:
     """A JSON list of {"task", "dataset", "metric", "value"} entries (optional: "task_name", "dataset_name",
-    "dataset_split", "metric_name", "source")."""
+    "dataset_split", "metric_name", "source"), or a `plm eval` results file (its "model_index" list)."""
     if not path.is_file():
         raise ExportError(f"evaluation results file {path} does not exist")
     entries = read_json_file(path, "evaluation results file")
+    if isinstance(entries, dict) and "model_index" in entries:  # <benchmark>_results.json of `plm eval`
+        entries = entries["model_index"]
     if not isinstance(entries, list) or not entries:
         raise ExportError(f"{path} must hold a non-empty JSON list of {{task, dataset, metric, value}} objects")
     for position, entry in enumerate(entries):
@@ -152,15 +154,20 @@ def _require_token(push: bool, repo_id: str | None, token: str | None) -> str | 
     return token
 
 
-def read_provenance(checkpoint: Path, eval_results: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """The training record, conversion record and evaluation entries the card is built from (None when absent)."""
+EvalResultsPaths = str | os.PathLike[str] | list[str | os.PathLike[str]] | None
+
+
+def read_provenance(checkpoint: Path, eval_results: EvalResultsPaths) -> dict[str, Any]:
+    """The training record, conversion record and evaluation entries the card is built from (None when absent);
+    `eval_results` is one file or a list of files (e.g. one per `plm eval` benchmark), read in order."""
     provenance = {"record": None, "conversion": None, "eval_entries": None}
     if (checkpoint / "training_record.json").is_file():
         provenance["record"] = read_json_file(checkpoint / "training_record.json", "training record")
     if (checkpoint / "conversion.json").is_file():
         provenance["conversion"] = read_json_file(checkpoint / "conversion.json", "conversion record")
     if eval_results is not None:
-        provenance["eval_entries"] = read_eval_results(Path(eval_results))
+        paths = eval_results if isinstance(eval_results, list) else [eval_results]
+        provenance["eval_entries"] = [entry for path in paths for entry in read_eval_results(Path(path))]
     return provenance
 
 
@@ -243,7 +250,7 @@ def export_checkpoint(
     repo_id: str | None = None,
     license: str = "apache-2.0",
     datasets: list[str] | None = None,
-    eval_results: str | os.PathLike[str] | None = None,
+    eval_results: EvalResultsPaths = None,
     max_shard_size: int | str = "2GB",
     push: bool = False,
     private: bool = False,

@@ -115,7 +115,9 @@ def eval_results_of(eval_entries: list[dict[str, Any]] | None, record: dict[str,
                 metric_type=entry["metric"],
                 metric_name=entry.get("metric_name"),
                 metric_value=entry["value"],
-                source_name=entry.get("source"),
+                # huggingface_hub takes a source name only with its URL; a bare name stays in eval_results.json.
+                source_name=entry.get("source") if entry.get("source_url") else None,
+                source_url=entry.get("source_url"),
             )
         )
     if record and record.get("final_eval"):

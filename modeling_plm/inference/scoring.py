@@ -20,10 +20,16 @@ Variant effects (`score_variants`), mutations written `A23V`, multi-mutants `A23
   - "pseudo-likelihood": PLL(mutant) - PLL(wild type); L rows per distinct mutant sequence (slow on a large DMS).
   - "causal": the CLM log-likelihood ratio LL(mutant) - LL(wild type), one row per distinct mutant sequence.
 
-Long sequences: the model's context is `config.max_position_embeddings` tokens including `<bos>` and `<eos>`. Masked
-scores (masked marginals, PLL, masked-marginal) of a longer sequence read each position in a window of that many
-residues centred on it (clamped to the sequence ends), wrapped in `<bos>`/`<eos>` (ProteinGym's approach for ESM).
-The causal and wt-marginal scores need the whole sequence in one pass, so they raise `ValueError` for it.
+Long sequences: the model's context is `config.max_position_embeddings` tokens including `<bos>` and `<eos>`; a
+window is at most that many residues (`window=`, default the whole context) wrapped in `<bos>`/`<eos>`, and a
+sequence no longer than the window is scored whole, exactly as without windows. For a longer one:
+  - masked scores (masked marginals, PLL, masked-marginal) read each position in a window centred on it, clamped to
+    the sequence ends (ProteinGym's "optimal" window for ESM);
+  - wt-marginal and causal variant scores read each mutant in one window centred on the mean of its mutated positions
+    (Tranception's "optimal" window), moved if needed so that it covers all of them, and score the wild type in the
+    same window: the causal score is LL(mutant window) - LL(wild-type window), each window scored as a sequence of
+    its own. A multi-mutant whose mutations span more than the window raises `ValueError`.
+  - `causal_log_likelihood` of a whole sequence has no window: it raises `ValueError` for a longer one.
 
 Batching: rows are sorted by length and run `batch_size` at a time, right-padded with an attention mask (padding
 does not change a row's result). Results come back in input order.
@@ -59,6 +65,7 @@ __all__ = [
     "parse_mutations",
     "pseudo_log_likelihood",
     "score_variants",
+    "window_residues",
 ]
 
 VARIANT_METHODS = ("masked-marginal", "wt-marginal", "pseudo-likelihood", "causal")
@@ -203,6 +210,38 @@ def _window(length: int, index: int, size: int) -> tuple[int, int]:
     return start, start + size
 
 
+def window_residues(model: PreTrainedModel, window: int | None = None) -> int:
+    """Residues per window: `window`, at most the model's context, or the whole context when None."""
+    limit = context_residues(model.config)
+    if window is None:
+        return limit
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive number of residues, got {window!r}")
+    if window > limit:
+        raise ValueError(
+            f"window of {window} residues is longer than the {limit} that fit in the model's context "
+            f"({model.config.max_position_embeddings} tokens with <bos> and <eos>)"
+        )
+    return window
+
+
+def _mutant_window(length: int, indices: list[int], size: int, spec: str) -> tuple[int, int]:
+    """[start, end) of the one window of `size` residues in which a mutant is scored (0-based residue `indices`):
+    centred on their mean (Tranception's "optimal" window), clamped to the ends, moved to cover them all."""
+    if length <= size:
+        return 0, length
+    first, last = min(indices), max(indices)
+    if last - first + 1 > size:
+        raise ValueError(
+            f"Mutation {spec!r} spans {last - first + 1} residues (sequence positions {first + 1}..{last + 1}), more "
+            f"than the {size}-residue window it must be scored in; use a longer window (up to the model's context) "
+            "or the masked-marginal method, which scores each position in its own window"
+        )
+    start, _ = _window(length, sum(indices) // len(indices), size)
+    start = min(max(start, last - size + 1), first)
+    return start, start + size
+
+
 def _check_fits(model: PreTrainedModel, residue_ids: list[list[int]], what: str) -> None:
     limit = context_residues(model.config)
     for index, ids in enumerate(residue_ids):
@@ -211,7 +250,7 @@ def _check_fits(model: PreTrainedModel, residue_ids: list[list[int]], what: str)
                 f"sequence {index} has {len(ids)} residues, more than the {limit} that fit in the model's context "
                 f"({model.config.max_position_embeddings} tokens with <bos> and <eos>); {what} needs the whole "
                 "sequence in one pass. Use the masked scores (masked-marginal, pseudo-log-likelihood), which window "
-                "long sequences."
+                "long sequences, or score variants (score_variants windows every method)."
             )
 
 
@@ -259,14 +298,14 @@ def _masked_position_log_probs(
     *,
     residue_ids: list[list[int]],
     jobs: list[tuple[int, int]],
+    size: int,
     batch_size: int,
     progress: bool,
     description: str,
 ) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
     """For each job `(sequence index, 0-based residue index)`, the float32 log-probabilities over the vocabulary at
-    that residue with it masked (windowed for sequences longer than the context). Yields in length order."""
+    that residue with it masked, in a window of at most `size` residues centred on it. Yields in length order."""
     _, _, pad, mask = _special_ids(tokenizer, need_mask=True)
-    size = context_residues(model.config)
 
     def window_of(job: tuple[int, int]) -> tuple[int, int]:
         return _window(len(residue_ids[job[0]]), job[1], size)
@@ -307,12 +346,15 @@ def masked_marginals(
     positions: list[int] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Masked marginals: row k holds log p(token | `sequence` with residue `positions[k]` replaced by `<mask>`).
 
     Args:
         positions: 1-based residue positions (default: every residue, 1..L); each is masked in its own copy of the
             sequence (copies run `batch_size` per forward pass, bidirectional attention).
+        window: residues per window for a sequence longer than it (default: the model's context); each position
+            is read in a window centred on it.
     Returns:
         float32 CPU tensor (len(positions), vocab_size) of log-probabilities normalised over the model's whole
         vocabulary (special tokens included, as ESM does); column `tokenizer.convert_tokens_to_ids("V")` is valine.
@@ -326,6 +368,7 @@ def masked_marginals(
             raise ValueError(
                 f"position {position!r} is not a 1-based residue position of a {len(ids)}-residue sequence"
             )
+    size = window_residues(model, window)
     result = torch.empty((len(positions), model.config.vocab_size), dtype=torch.float32)
     jobs = list(dict.fromkeys((0, position - 1) for position in positions))  # each distinct position once
     computed: dict[tuple[int, int], torch.Tensor] = {}
@@ -335,6 +378,7 @@ def masked_marginals(
             tokenizer,
             residue_ids=[ids],
             jobs=jobs,
+            size=size,
             batch_size=batch_size,
             progress=progress,
             description="masked marginals",
@@ -351,13 +395,15 @@ def pseudo_log_likelihood(
     sequences: list[str],
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
+    window: int | None = None,
 ) -> list[float]:
     """Pseudo-log-likelihood of each sequence: sum over its L residues of log p(residue | sequence, residue masked).
 
     Costs L forward rows per sequence (rows of all sequences share batches, sorted by length). Divide by the length
     for the per-residue mean, whose exp(-mean) is the pseudo-perplexity. Log-probabilities are normalised over the
-    whole vocabulary, as in `masked_marginals`.
+    whole vocabulary, as in `masked_marginals`; `window` as there.
     """
+    size = window_residues(model, window)
     sequences = _check_sequences(sequences)
     residue_ids = [_residue_ids(tokenizer, sequence, f"sequence {n}") for n, sequence in enumerate(sequences)]
     jobs = [(n, index) for n, ids in enumerate(residue_ids) for index in range(len(ids))]
@@ -368,6 +414,7 @@ def pseudo_log_likelihood(
             tokenizer,
             residue_ids=residue_ids,
             jobs=jobs,
+            size=size,
             batch_size=batch_size,
             progress=progress,
             description="pseudo-log-likelihood",
@@ -413,27 +460,68 @@ def causal_log_likelihood(
     return totals
 
 
-def _wild_type_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> torch.Tensor:
-    """(L, vocab) log-probabilities at each residue of one unmasked bidirectional pass."""
+def _wild_type_window_log_probs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    ids: list[int],
+    wanted: dict[tuple[int, int], set[int]],
+    batch_size: int,
+    progress: bool,
+) -> dict[tuple[tuple[int, int], int], torch.Tensor]:
+    """Log-probabilities of unmasked bidirectional passes of the wild type: for each window `[start, end)` of
+    `wanted`, one pass of `<bos> ids[start:end] <eos>`, kept at its wanted 0-based residue indices only (so a long
+    wild type read in many windows keeps one row per mutated position, not one per residue of every window)."""
     _, _, pad, _ = _special_ids(tokenizer, need_mask=False)
-    _check_fits(model, [ids], "wt-marginal")
+    rows: dict[tuple[tuple[int, int], int], torch.Tensor] = {}
     with _inference(model):
-        ((_, logits),) = _batched_logits(
+        for window, logits in _batched_logits(
             model,
-            [0],
-            row_of=lambda _: tokenizer.build_inputs_with_special_tokens(ids),
-            length_of=lambda _: len(ids) + 2,
+            list(wanted),
+            row_of=lambda window: tokenizer.build_inputs_with_special_tokens(ids[window[0] : window[1]]),
+            length_of=lambda window: window[1] - window[0] + 2,
             attention_type="bidirectional",
             pad_id=pad,
-            batch_size=1,
-            progress=False,
-            description="",
-        )
-        return logits[1:-1].float().log_softmax(-1).cpu()
+            batch_size=batch_size,
+            progress=progress,
+            description="wt-marginal windows",
+        ):
+            log_probs = logits[1:-1].float().log_softmax(-1).cpu()
+            for index in wanted[window]:
+                rows[(window, index)] = log_probs[index - window[0]]
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Variant effects
+
+
+def _mutant_windows(
+    sequence: str, parsed: list[list[tuple[str, int, str]]], mutations: list[str], size: int
+) -> list[tuple[int, int]]:
+    """The window of each mutant (see `_mutant_window`); raises before any model work if one does not fit."""
+    return [
+        _mutant_window(len(sequence), [position - 1 for _, position, _ in mutant], size, spec)
+        for mutant, spec in zip(parsed, mutations)
+    ]
+
+
+def _windowed_causal_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sequence: str,
+    parsed: list[list[tuple[str, int, str]]],
+    windows: list[tuple[int, int]],
+    batch_size: int,
+    progress: bool,
+) -> list[float]:
+    """LL(mutant in its window) - LL(wild type in the same window), each distinct window sequence scored once (a
+    wild type that fits is one window: the whole sequence, as without windows)."""
+    wild_slices = [sequence[start:end] for start, end in windows]
+    mutant_slices = [apply_mutations(sequence, mutant)[start:end] for mutant, (start, end) in zip(parsed, windows)]
+    distinct = list(dict.fromkeys([*wild_slices, *mutant_slices]))
+    scores = causal_log_likelihood(model, tokenizer, sequences=distinct, batch_size=batch_size, progress=progress)
+    by_sequence = dict(zip(distinct, scores))
+    return [by_sequence[mutant] - by_sequence[wild] for mutant, wild in zip(mutant_slices, wild_slices)]
 
 
 def score_variants(
@@ -445,51 +533,66 @@ def score_variants(
     offset: int = 1,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
+    window: int | None = None,
 ) -> list[float]:
     """Zero-shot variant-effect score of each mutation (`A23V`, multi-mutant `A23V:G45D`) of the wild type
     `sequence`; higher means the model finds the mutant more likely than the wild type.
 
     Methods (see the module docstring): "masked-marginal" (ESM-1v; one masked row per distinct mutated position,
-    the sum over a multi-mutant's positions), "wt-marginal" (one unmasked pass), "pseudo-likelihood"
+    the sum over a multi-mutant's positions), "wt-marginal" (unmasked passes of the wild type), "pseudo-likelihood"
     (PLL(mutant) - PLL(wild type)) and "causal" (LL(mutant) - LL(wild type), `<eos>` included). `offset` is the
     number of the first residue of `sequence` in the mutations' numbering (lower-case residues are read as upper
-    case). Every mutation is parsed (and the wild-type letters checked) before any model work.
+    case). `window` is the residues per window for a wild type longer than it (default: the model's context; see
+    the module docstring). Every mutation is parsed (and the wild-type letters and windows checked) before any model
+    work.
     """
     if method not in VARIANT_METHODS:
         raise ValueError(f"method must be one of {', '.join(VARIANT_METHODS)}; got {method!r}")
     if isinstance(mutations, str):
         raise TypeError("mutations must be a list of strings, not one string; wrap it as [mutation]")
+    size = window_residues(model, window)
     sequence = sequence.upper()
     wild_ids = _residue_ids(tokenizer, sequence, "wild-type sequence")
     parsed = [parse_mutations(spec, sequence, offset) for spec in mutations]
     if not parsed:
         return []
+    token_id = {letter: tokenizer.convert_tokens_to_ids(letter) for letter in set(sequence) | set(STANDARD_AMINO_ACIDS)}
 
-    if method in ("masked-marginal", "wt-marginal"):
-        token_id = {
-            letter: tokenizer.convert_tokens_to_ids(letter) for letter in set(sequence) | set(STANDARD_AMINO_ACIDS)
-        }
-        if method == "masked-marginal":
-            positions = sorted({position for mutant in parsed for _, position, _ in mutant})
-            marginals = masked_marginals(
-                model, tokenizer, sequence=sequence, positions=positions, batch_size=batch_size, progress=progress
-            )
-            table = dict(zip(positions, marginals))  # the cache: one masked row per distinct position
-        else:
-            log_probs = _wild_type_log_probs(model, tokenizer, wild_ids)
-            table = {position: log_probs[position - 1] for mutant in parsed for _, position, _ in mutant}
+    if method == "masked-marginal":
+        positions = sorted({position for mutant in parsed for _, position, _ in mutant})
+        marginals = masked_marginals(
+            model, tokenizer, sequence, positions, batch_size=batch_size, progress=progress, window=size
+        )
+        table = dict(zip(positions, marginals))  # the cache: one masked row per distinct position
         return [
             float(sum(table[position][token_id[mt]] - table[position][token_id[wt]] for wt, position, mt in mutant))
             for mutant in parsed
         ]
+    if method == "wt-marginal":
+        windows = _mutant_windows(sequence, parsed, list(mutations), size)
+        wanted: dict[tuple[int, int], set[int]] = {}
+        for mutant, window in zip(parsed, windows):
+            wanted.setdefault(window, set()).update(position - 1 for _, position, _ in mutant)
+        rows = _wild_type_window_log_probs(model, tokenizer, wild_ids, wanted, batch_size, progress)
+        return [
+            float(
+                sum(
+                    rows[(window, position - 1)][token_id[mt]] - rows[(window, position - 1)][token_id[wt]]
+                    for wt, position, mt in mutant
+                )
+            )
+            for mutant, window in zip(parsed, windows)
+        ]
+    if method == "causal":
+        windows = _mutant_windows(sequence, parsed, list(mutations), size)
+        return _windowed_causal_scores(model, tokenizer, sequence, parsed, windows, batch_size, progress)
 
-    # Whole-sequence methods: score each distinct sequence once (a synonymous mutant is the wild type: exactly 0).
+    # PLL(mutant) - PLL(wild type), each position read in its own window; a synonymous mutant is exactly 0.
     mutant_sequences = [apply_mutations(sequence, mutant) for mutant in parsed]
     distinct = list(dict.fromkeys([sequence, *mutant_sequences]))
-    if method == "causal":
-        scores = causal_log_likelihood(model, tokenizer, sequences=distinct, batch_size=batch_size, progress=progress)
-    else:
-        scores = pseudo_log_likelihood(model, tokenizer, sequences=distinct, batch_size=batch_size, progress=progress)
+    scores = pseudo_log_likelihood(
+        model, tokenizer, sequences=distinct, batch_size=batch_size, progress=progress, window=size
+    )
     by_sequence = dict(zip(distinct, scores))
     return [by_sequence[mutant] - by_sequence[sequence] for mutant in mutant_sequences]
 

@@ -3,7 +3,8 @@
 - `runs`: run tables (`RunPoint`, `RunTable`) from trainer folders, CSV/JSON tables and the authors' released logs.
 - `fit`: Hoffmann et al.'s approaches 1-3 (`fit_envelope`, `fit_isoflop`, `fit_parametric`) with seeded bootstrap
   intervals; `save_fits` / `load_fits`.
-- `plan`: N_opt, D_opt and a concrete model shape for a FLOPs budget (`plan`), from the published laws or a fit.
+- `plan`: N_opt, D_opt, a GPU-friendly model shape and the `plm pretrain` command for a FLOPs budget (`plan`), from
+  the authors' released laws (`LAWS["released"]`), the paper's exponents (`LAWS["paper"]`) or a fit.
 - `plots`: IsoFLOP profiles, frontiers with bootstrap bands, loss vs compute (matplotlib, PNG).
 - `validate`: refits of the released logs, the mask-ratio ablation and the transfer gain.
 - `sweep`: train a grid of shapes × budgets within a wall-clock budget (`run_sweep`).
@@ -26,7 +27,18 @@ from .fit import (
     load_fits,
     save_fits,
 )
-from .plan import PUBLISHED_LAWS, LossLaw, ModelShape, Plan, ScalingLaw, TransferPlan, plan, shape_for_parameters
+from .plan import (
+    LAWS,
+    PUBLISHED_LAWS,
+    LossLaw,
+    ModelShape,
+    Plan,
+    ScalingLaw,
+    TrainCommand,
+    TransferPlan,
+    plan,
+    shape_for_parameters,
+)
 from .runs import (
     RunPoint,
     RunTable,
@@ -40,6 +52,7 @@ from .runs import (
 )
 
 __all__ = [
+    "LAWS",
     "PUBLISHED_LAWS",
     "FrontierFit",
     "LossLaw",
@@ -52,6 +65,7 @@ __all__ = [
     "RunTable",
     "ScalingFits",
     "ScalingLaw",
+    "TrainCommand",
     "TransferPlan",
     "fit_all",
     "fit_envelope",

@@ -100,6 +100,7 @@ class OptimumPoint:
     loss: float
     runs: int = 1  # runs behind it (IsoFLOP: sizes in the profile)
     extrapolated: bool = False  # IsoFLOP minimum outside the sizes trained at that budget
+    run: str = ""  # envelope: the run with the lowest loss there
 
 
 @dataclass
@@ -116,6 +117,10 @@ class FrontierFit:
     bootstrap: int
     seed: int
     skipped: list[str] = field(default_factory=list)  # budgets left out, with why
+    # Optima computed but not fitted: IsoFLOP minima outside the trained sizes, envelope points above `flops_cap`
+    excluded: list[OptimumPoint] = field(default_factory=list)
+    excluded_budgets: list[float] = field(default_factory=list)  # IsoFLOP budgets without a fitted minimum
+    flops_cap: float | None = None  # envelope: only points at C <= this were fitted
     bootstrap_failures: int = 0  # replicates with too few budgets/points to fit
     # (coefficient, exponent) of N_opt and D_opt in each bootstrap replicate: the confidence band of the frontier
     n_opt_replicates: list[tuple[float, float]] = field(default_factory=list)
@@ -231,7 +236,8 @@ def envelope_points(runs: dict[str, list[RunPoint]], grid_size: int = 40) -> lis
     grid = np.exp(np.linspace(math.log(low), math.log(high), grid_size))
     best_loss = np.full(grid_size, np.inf)
     best_n = np.zeros(grid_size)
-    for points in runs.values():
+    best_run = [""] * grid_size
+    for name, points in runs.items():
         c = np.log([p.flops for p in points])
         loss = np.asarray([p.loss for p in points])
         inside = (np.log(grid) >= c[0]) & (np.log(grid) <= c[-1])
@@ -242,11 +248,29 @@ def envelope_points(runs: dict[str, list[RunPoint]], grid_size: int = 40) -> lis
         index = np.flatnonzero(inside)[better]
         best_loss[index] = interpolated[better]
         best_n[index] = points[0].parameters
-    keep = np.isfinite(best_loss)
+        for i in index:
+            best_run[i] = name.split("#", 1)[0]  # a bootstrap draw's name is run#draw
     return [
-        OptimumPoint(flops=float(c), parameters=float(n), tokens=float(c / (6 * n)), loss=float(loss))
-        for c, n, loss in zip(grid[keep], best_n[keep], best_loss[keep])
+        OptimumPoint(flops=float(c), parameters=float(n), tokens=float(c / (6 * n)), loss=float(loss), run=run)
+        for c, n, loss, run, keep in zip(grid, best_n, best_loss, best_run, np.isfinite(best_loss))
+        if keep
     ]
+
+
+def check_curves(runs: dict[str, list[RunPoint]]) -> None:
+    """The envelope interpolates each run's loss curve: every run needs two points at distinct compute."""
+    short = [name for name, points in runs.items() if len({p.flops for p in points}) < 2]
+    if short:
+        named = ", ".join(f"{name!r} ({_source_of(runs[name])})" for name in short[:5])
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        raise ValueError(
+            f"the envelope needs at least two points per run (a loss curve), but {len(short)} run(s) have one: "
+            f"{named}{more}; give the curve points (metrics rows) or use the IsoFLOP fit"
+        )
+
+
+def _source_of(points: list[RunPoint]) -> str:
+    return points[0].source or "no file"
 
 
 @_blas_single_threaded
@@ -256,23 +280,30 @@ def fit_envelope(
     bootstrap: int = 200,
     seed: int = 0,
     grid_size: int = 40,
+    max_flops: float | None = None,
 ) -> FrontierFit:
-    """Approach 1 on every point (curve and final) of `objective`'s runs."""
+    """Approach 1 on every point (curve and final) of `objective`'s runs. Raises ValueError when a run has fewer
+    than two points. With `max_flops`, only the envelope points at C <= max_flops are fitted (the grid is the same
+    as without it); the others are kept in `excluded`."""
     runs = _runs_of(_points(table, objective))
     if len(runs) < 2:
         raise ValueError(f"the envelope needs at least two runs, got {len(runs)}")
+    check_curves(runs)
+    cap = math.inf if max_flops is None else max_flops * (1 + 1e-9)
 
-    def fit(sample: dict[str, list[RunPoint]]) -> tuple[PowerLaw, PowerLaw, PowerLaw, list[OptimumPoint]]:
+    def fit(sample: dict[str, list[RunPoint]]):
         points = envelope_points(sample, grid_size)
-        c = [p.flops for p in points]
+        fitted = [p for p in points if p.flops <= cap]
+        c = [p.flops for p in fitted]
         return (
-            fit_power_law(c, [p.parameters for p in points]),
-            fit_power_law(c, [p.tokens for p in points]),
-            fit_power_law(c, [p.loss for p in points]),
-            points,
+            fit_power_law(c, [p.parameters for p in fitted]),
+            fit_power_law(c, [p.tokens for p in fitted]),
+            fit_power_law(c, [p.loss for p in fitted]),
+            fitted,
+            [p for p in points if p.flops > cap],
         )
 
-    n_opt, d_opt, loss, points = fit(runs)
+    n_opt, d_opt, loss, points, beyond = fit(runs)
     replicates, failures = _bootstrap(runs, fit, bootstrap, seed, stratify=None)
     _attach_cis((n_opt, d_opt, loss), replicates)
     return FrontierFit(
@@ -285,6 +316,9 @@ def fit_envelope(
         runs=len(runs),
         bootstrap=bootstrap,
         seed=seed,
+        skipped=[f"{len(beyond)} envelope point(s) above C = {max_flops:.3g}"] if beyond else [],
+        excluded=beyond,
+        flops_cap=max_flops,
         bootstrap_failures=failures,
         n_opt_replicates=[(r[0].coefficient, r[0].exponent) for r in replicates],
         d_opt_replicates=[(r[1].coefficient, r[1].exponent) for r in replicates],
@@ -413,10 +447,12 @@ def fit_isoflop(
         for name, (point,) in sample.items():
             regrouped[float(name.split("|", 1)[0])].append(point)
         minima, skipped = isoflop_minima(dict(sorted(regrouped.items())), min_sizes, window)
+        excluded = []
         if not include_extrapolated:
             skipped += [
                 f"{m.flops:.2g}: minimum {m.parameters:.3g} outside the sizes trained" for m in minima if m.extrapolated
             ]
+            excluded = [m for m in minima if m.extrapolated]
             minima = [m for m in minima if not m.extrapolated]
         if len(minima) < 2:
             raise ValueError(f"IsoFLOP needs two budgets with a minimum, got {len(minima)} ({'; '.join(skipped)})")
@@ -427,9 +463,10 @@ def fit_isoflop(
             fit_power_law(c, [m.loss for m in minima]),
             minima,
             skipped,
+            excluded,
         )
 
-    n_opt, d_opt, loss, minima, skipped = fit(runs)
+    n_opt, d_opt, loss, minima, skipped, excluded = fit(runs)
     replicates, failures = _bootstrap(runs, fit, bootstrap, seed, stratify=lambda points: points[0].budget)
     _attach_cis((n_opt, d_opt, loss), replicates)
     return FrontierFit(
@@ -443,6 +480,8 @@ def fit_isoflop(
         bootstrap=bootstrap,
         seed=seed,
         skipped=unplaced + skipped,
+        excluded=excluded,
+        excluded_budgets=sorted(set(groups) - {m.flops for m in minima}),
         bootstrap_failures=failures,
         n_opt_replicates=[(r[0].coefficient, r[0].exponent) for r in replicates],
         d_opt_replicates=[(r[1].coefficient, r[1].exponent) for r in replicates],
@@ -712,6 +751,7 @@ def _frontier(data: dict[str, Any] | None) -> FrontierFit | None:
             "d_opt": _power_law(data["d_opt"]),
             "loss": _power_law(data["loss"]),
             "points": [OptimumPoint(**p) for p in data["points"]],
+            "excluded": [OptimumPoint(**p) for p in data.get("excluded", [])],
             "n_opt_replicates": [tuple(r) for r in data.get("n_opt_replicates", [])],
             "d_opt_replicates": [tuple(r) for r in data.get("d_opt_replicates", [])],
         }

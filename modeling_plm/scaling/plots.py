@@ -1,10 +1,15 @@
-"""Scaling-law figures (matplotlib, Agg backend, small PNGs).
+"""Scaling-law figures (matplotlib, Agg backend, PNG at `DPI`).
 
-- `plot_isoflop`: final loss against N for each budget, with each budget's parabola and its minimum.
+- `plot_isoflop`: final loss against N for each budget (colour: budget, with a colour bar), each fitted budget's
+  parabola and its minimum; budgets left out of the fit and minima outside the trained sizes have their own markers.
 - `plot_frontier`: N_opt (and D_opt) against C: the optimum points, the fitted power law, its 95% bootstrap band,
-  and optionally a reference law (e.g. the published one).
-- `plot_loss_vs_compute`: every run's loss curve against C, with the envelope and the IsoFLOP minima.
+  the points left out of the fit (own marker), the envelope's cap, and reference laws (e.g. the published ones).
+- `plot_loss_vs_compute`: every run's loss curve against C (colour: N, with a colour bar), with the envelope points
+  and the IsoFLOP minima; envelope points above the cap and excluded minima are marked apart.
 - `plot_fits`: those three figures for each objective's fits (`plm scaling fit`, the sweep's report).
+
+Each `plot_*` draws with the matching `*_figure` function, which returns the open `Figure` (the tests read its
+legend and colour bars), then saves it.
 """
 
 from collections import defaultdict
@@ -16,54 +21,152 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-from .fit import FrontierFit, PowerLaw, ScalingFits, isoflop_groups  # noqa: E402
+from .fit import FrontierFit, OptimumPoint, PowerLaw, ScalingFits, isoflop_groups  # noqa: E402
 from .runs import RunPoint, RunTable, format_count  # noqa: E402
 
-DPI = 72
-FIGSIZE = (6.0, 4.2)
+DPI = 150
+FIGSIZE = (7.0, 4.8)  # 1050 × 720 px at DPI
+LEGEND_FONTSIZE = 9
+COLOURMAP = "viridis"
+FRONTIER_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+REFERENCE_STYLES = (("black", "--"), ("dimgray", ":"), ("gray", "-."), ("black", (0, (1, 3))))
 
 
-def _save(figure, path: str | Path) -> Path:
+def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
     return path
 
 
-def plot_isoflop(table: RunTable, fit: FrontierFit, path: str | Path, title: str | None = None) -> Path:
-    """Final loss vs N per budget (one colour each), the parabolas in ln N, and the minima (stars)."""
+def _new_figure() -> tuple[Figure, plt.Axes]:
+    return plt.subplots(figsize=FIGSIZE, layout="constrained")
+
+
+def _legend(axis: plt.Axes, **options) -> None:
+    axis.legend(fontsize=LEGEND_FONTSIZE, title_fontsize=LEGEND_FONTSIZE, **options)
+
+
+def _colour_bar(figure: Figure, axis: plt.Axes, norm: LogNorm, label: str) -> None:
+    mappable = plt.cm.ScalarMappable(norm=norm, cmap=COLOURMAP)
+    figure.colorbar(mappable, ax=axis, label=label)
+
+
+def _log_norm(values: Sequence[float]) -> LogNorm:
+    low, high = min(values), max(values)
+    return LogNorm(vmin=low, vmax=high if high > low else low * 1.01)
+
+
+def isoflop_figure(table: RunTable, fit: FrontierFit, title: str | None = None) -> Figure:
+    """Final loss vs N per budget (colour: budget), the fitted parabolas and minima (stars); budgets left out of the
+    fit drawn as crosses, minima outside the trained sizes as open stars."""
     finals = [p for p in table.points if p.final and p.objective == fit.objective]
     groups, _ = isoflop_groups(finals)
+    if not groups:
+        raise ValueError(f"no final points with a budget for objective {fit.objective!r}")
     minima = {point.flops: point for point in fit.points}
-    figure, axis = plt.subplots(figsize=FIGSIZE)
-    colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(groups), 1)))
-    for colour, (budget, points) in zip(colours, groups.items()):
+    outside = {point.flops: point for point in fit.excluded}
+    norm = _log_norm(list(groups))
+    figure, axis = _new_figure()
+    labelled: set[str] = set()
+
+    def once(label: str) -> str:
+        # one legend entry per kind of mark, not one per budget
+        if label in labelled:
+            return "_nolegend_"
+        labelled.add(label)
+        return label
+
+    for budget, points in groups.items():
+        colour = plt.get_cmap(COLOURMAP)(norm(budget))
         n = np.array([p.parameters for p in points])
         loss = np.array([p.loss for p in points])
-        axis.scatter(n, loss, s=14, color=colour, label=f"{budget:.0e}")
-        if budget in minima and len(set(n.tolist())) >= 3:
+        if budget not in minima:
+            label = once("budget left out of the fit (see the report)")
+            axis.scatter(n, loss, s=22, marker="x", color=colour, linewidth=1, label=label)
+            if budget in outside:
+                axis.scatter([outside[budget].parameters], [outside[budget].loss], marker="*", s=110,
+                             facecolor="none", edgecolor=colour, linewidth=1,
+                             label=once("its minimum, outside the sizes trained"))  # fmt: skip
+            continue
+        axis.scatter(n, loss, s=16, color=colour, label=once("final loss of a run"))
+        if len(set(n.tolist())) >= 3:
             c2, c1, c0 = np.polyfit(np.log(n), loss, 2)
             x = np.linspace(np.log(n.min()), np.log(n.max()), 100)
-            axis.plot(np.exp(x), c2 * x * x + c1 * x + c0, color=colour, linewidth=1)
-            axis.scatter(
-                [minima[budget].parameters],
-                [minima[budget].loss],
-                marker="*",
-                s=90,
-                color=colour,
-                edgecolor="black",
-                linewidth=0.5,
-                zorder=3,
-            )
+            axis.plot(np.exp(x), c2 * x * x + c1 * x + c0, color=colour, linewidth=1, label=once("parabola in ln N"))
+        axis.scatter([minima[budget].parameters], [minima[budget].loss], marker="*", s=110, color=colour,
+                     edgecolor="black", linewidth=0.5, zorder=3, label=once("fitted minimum N_opt"))  # fmt: skip
     axis.set_xscale("log")
     axis.set_xlabel("non-embedding parameters N")
     axis.set_ylabel("final validation loss")
     axis.set_title(title or f"IsoFLOP profiles ({fit.objective.upper()})")
-    axis.legend(title="budget C", fontsize=7, title_fontsize=7, ncol=2)
-    return _save(figure, path)
+    _legend(axis)
+    _colour_bar(figure, axis, norm, "budget C (FLOPs)")
+    return figure
+
+
+def plot_isoflop(table: RunTable, fit: FrontierFit, path: str | Path, title: str | None = None) -> Path:
+    return _save(isoflop_figure(table, fit, title), path)
+
+
+def _value(point: OptimumPoint, quantity: str) -> float:
+    return point.parameters if quantity == "parameters" else point.tokens
+
+
+def _draw_band(axis: plt.Axes, c: np.ndarray, replicates: list[tuple[float, float]], colour: str) -> None:
+    if len(replicates) >= 2:
+        curves = np.array([k * c**e for k, e in replicates])
+        low, high = np.percentile(curves, [2.5, 97.5], axis=0)
+        axis.fill_between(c, low, high, color=colour, alpha=0.2, linewidth=0)
+
+
+def _excluded_label(fit: FrontierFit) -> str:
+    if fit.flops_cap is not None:
+        return f"{fit.approach}: above C = {fit.flops_cap:.2g}, not fitted"
+    return f"{fit.approach}: minimum outside the sizes, not fitted"
+
+
+def frontier_figure(
+    fits: Sequence[FrontierFit],
+    reference: dict[str, PowerLaw] | None = None,
+    quantity: str = "parameters",
+    title: str | None = None,
+) -> Figure:
+    """N_opt (`quantity="parameters"`) or D_opt (`"tokens"`) against C for each fit: points, power law and the 95%
+    bootstrap band (pointwise 2.5-97.5 percentiles of the replicate power laws); points left out of a fit as open
+    markers, an envelope's cap as a vertical line; `reference` laws dashed."""
+    all_c = [p.flops for fit in fits for p in [*fit.points, *fit.excluded]]
+    if not all_c:
+        raise ValueError("no optimum points to plot")
+    figure, axis = _new_figure()
+    c = np.exp(np.linspace(np.log(min(all_c)) - 0.5, np.log(max(all_c)) + 0.5, 100))
+    for fit, colour in zip(fits, FRONTIER_COLOURS):
+        law = fit.n_opt if quantity == "parameters" else fit.d_opt
+        axis.scatter([p.flops for p in fit.points], [_value(p, quantity) for p in fit.points], s=16, color=colour)
+        if fit.excluded:
+            axis.scatter([p.flops for p in fit.excluded], [_value(p, quantity) for p in fit.excluded], s=30,
+                         marker="D", facecolor="none", edgecolor=colour, label=_excluded_label(fit))  # fmt: skip
+        if fit.flops_cap is not None:
+            axis.axvline(fit.flops_cap, color=colour, linestyle=":", linewidth=1,
+                         label=f"{fit.approach} fit range ends (C = {fit.flops_cap:.2g})")  # fmt: skip
+        label = f"{fit.approach}: ∝ C^{law.exponent:.3f}"
+        if law.exponent_ci:
+            label += f" [{law.exponent_ci[0]:.3f}, {law.exponent_ci[1]:.3f}]"
+        axis.plot(c, law(c), color=colour, label=label)
+        _draw_band(axis, c, fit.n_opt_replicates if quantity == "parameters" else fit.d_opt_replicates, colour)
+    for (name, law), (colour, style) in zip((reference or {}).items(), REFERENCE_STYLES):
+        axis.plot(c, law(c), color=colour, linestyle=style, linewidth=1, label=f"{name}: ∝ C^{law.exponent:.3f}")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("compute C = 6·N·D (FLOPs)")
+    axis.set_ylabel("N_opt (non-embedding)" if quantity == "parameters" else "D_opt (tokens)")
+    axis.set_title(title or f"Compute-optimal {'model size' if quantity == 'parameters' else 'tokens'}")
+    _legend(axis)
+    return figure
 
 
 def plot_frontier(
@@ -73,35 +176,59 @@ def plot_frontier(
     quantity: str = "parameters",
     title: str | None = None,
 ) -> Path:
-    """N_opt (`quantity="parameters"`) or D_opt (`"tokens"`) against C for each fit: points, power law and the 95%
-    bootstrap band (pointwise 2.5-97.5 percentiles of the replicate power laws)."""
-    figure, axis = plt.subplots(figsize=FIGSIZE)
-    all_c = [p.flops for fit in fits for p in fit.points]
-    if not all_c:
-        raise ValueError("no optimum points to plot")
-    c = np.exp(np.linspace(np.log(min(all_c)) - 0.5, np.log(max(all_c)) + 0.5, 100))
-    for fit, colour in zip(fits, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
-        law = fit.n_opt if quantity == "parameters" else fit.d_opt
-        values = [p.parameters if quantity == "parameters" else p.tokens for p in fit.points]
-        axis.scatter([p.flops for p in fit.points], values, s=14, color=colour)
-        label = f"{fit.approach}: ∝ C^{law.exponent:.3f}"
-        if law.exponent_ci:
-            label += f" [{law.exponent_ci[0]:.3f}, {law.exponent_ci[1]:.3f}]"
-        axis.plot(c, law(c), color=colour, label=label)
-        replicates = fit.n_opt_replicates if quantity == "parameters" else fit.d_opt_replicates
-        if len(replicates) >= 2:
-            curves = np.array([k * c**e for k, e in replicates])
-            low, high = np.percentile(curves, [2.5, 97.5], axis=0)
-            axis.fill_between(c, low, high, color=colour, alpha=0.2, linewidth=0)
-    for name, law in (reference or {}).items():
-        axis.plot(c, law(c), color="black", linestyle="--", linewidth=1, label=f"{name}: ∝ C^{law.exponent:.3f}")
+    return _save(frontier_figure(fits, reference, quantity, title), path)
+
+
+def _thinned(points: list[RunPoint], per_curve: int = 60) -> list[RunPoint]:
+    points = sorted(points, key=lambda p: p.flops)
+    return points[:: max(1, len(points) // per_curve)] + points[-1:]  # ~60 points a curve: small PNGs
+
+
+OPTIMUM_MARKERS = {"envelope": ("o", "black", 16), "isoflop": ("*", "red", 80)}
+
+
+def _draw_optima(axis: plt.Axes, fit: FrontierFit) -> None:
+    marker, colour, size = OPTIMUM_MARKERS.get(fit.approach, ("s", "gray", 16))
+    axis.scatter([p.flops for p in fit.points], [p.loss for p in fit.points], marker=marker, s=size, color=colour,
+                 zorder=3, label=f"{fit.approach} (L ∝ C^{fit.loss.exponent:.3f})")  # fmt: skip
+    if fit.excluded:
+        axis.scatter([p.flops for p in fit.excluded], [p.loss for p in fit.excluded], marker=marker, s=size * 1.5,
+                     facecolor="none", edgecolor=colour, zorder=3, label=_excluded_label(fit))  # fmt: skip
+
+
+def loss_vs_compute_figure(
+    table: RunTable,
+    fits: Sequence[FrontierFit] = (),
+    objective: str | None = None,
+    title: str | None = None,
+    max_runs: int = 400,
+) -> Figure:
+    """Each run's loss curve against C (colour: N, with a colour bar), the envelope points and the IsoFLOP minima of
+    `fits` (points left out of a fit as open markers)."""
+    points: list[RunPoint] = [p for p in table.points if objective is None or p.objective == objective]
+    if not points:
+        raise ValueError(f"no points for objective {objective!r}")
+    by_run: dict[str, list[RunPoint]] = defaultdict(list)
+    for point in points:
+        by_run[point.run].append(point)
+    sizes = [p.parameters for p in points]
+    norm = _log_norm(sizes)
+    figure, axis = _new_figure()
+    for run_points in list(by_run.values())[:max_runs]:
+        curve = _thinned(run_points)
+        colour = plt.get_cmap(COLOURMAP)(norm(curve[0].parameters))
+        axis.plot([p.flops for p in curve], [p.loss for p in curve], color=colour, linewidth=0.6, alpha=0.7)
+    for fit in fits:
+        _draw_optima(axis, fit)
     axis.set_xscale("log")
-    axis.set_yscale("log")
     axis.set_xlabel("compute C = 6·N·D (FLOPs)")
-    axis.set_ylabel("N_opt (non-embedding)" if quantity == "parameters" else "D_opt (tokens)")
-    axis.set_title(title or f"Compute-optimal {'model size' if quantity == 'parameters' else 'tokens'}")
-    axis.legend(fontsize=7)
-    return _save(figure, path)
+    axis.set_ylabel("validation loss")
+    span = f"{format_count(min(sizes))}–{format_count(max(sizes))}"
+    axis.set_title(title or f"Loss vs compute ({objective or 'all'}; N {span})")
+    if fits:
+        _legend(axis)
+    _colour_bar(figure, axis, norm, "non-embedding parameters N")
+    return figure
 
 
 def plot_loss_vs_compute(
@@ -112,45 +239,26 @@ def plot_loss_vs_compute(
     title: str | None = None,
     max_runs: int = 400,
 ) -> Path:
-    """Each run's loss curve against C (colour: N), the envelope points and the IsoFLOP minima of `fits`."""
-    points: list[RunPoint] = [p for p in table.points if objective is None or p.objective == objective]
-    by_run: dict[str, list[RunPoint]] = defaultdict(list)
-    for point in points:
-        by_run[point.run].append(point)
-    sizes = np.log([p.parameters for p in points]) if points else np.zeros(1)
-    low, high = float(sizes.min()), float(sizes.max())
-    figure, axis = plt.subplots(figsize=FIGSIZE)
-    for run_points in list(by_run.values())[:max_runs]:
-        run_points.sort(key=lambda p: p.flops)
-        run_points = run_points[:: max(1, len(run_points) // 60)] + run_points[-1:]  # ~60 points a curve: small PNGs
-        shade = (np.log(run_points[0].parameters) - low) / max(high - low, 1e-9)
-        axis.plot(
-            [p.flops for p in run_points],
-            [p.loss for p in run_points],
-            color=plt.cm.viridis(0.9 * shade),
-            linewidth=0.6,
-            alpha=0.6,
-        )
-    markers = {"envelope": ("o", "black"), "isoflop": ("*", "red")}
-    for fit in fits:
-        marker, colour = markers.get(fit.approach, ("s", "gray"))
-        axis.scatter(
-            [p.flops for p in fit.points],
-            [p.loss for p in fit.points],
-            marker=marker,
-            s=16 if marker == "o" else 70,
-            color=colour,
-            zorder=3,
-            label=f"{fit.approach} (L ∝ C^{fit.loss.exponent:.3f})",
-        )
-    axis.set_xscale("log")
-    axis.set_xlabel("compute C = 6·N·D (FLOPs)")
-    axis.set_ylabel("validation loss")
-    span = f"{format_count(np.exp(low))}–{format_count(np.exp(high))}" if points else ""
-    axis.set_title(title or f"Loss vs compute ({objective or 'all'}; colour: N {span})")
-    if fits:
-        axis.legend(fontsize=7)
-    return _save(figure, path)
+    return _save(loss_vs_compute_figure(table, fits, objective, title, max_runs), path)
+
+
+def curves_figure(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    xscale: str = "log",
+) -> Figure:
+    """Named (x, y) curves on one axis (mask-ratio and transfer figures; colour names a curve, not a value)."""
+    figure, axis = _new_figure()
+    for name, (x, y) in curves.items():
+        axis.plot(x, y, label=name, linewidth=1.2, marker="o" if len(x) <= 12 else None, markersize=3)
+    axis.set_xscale(xscale)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    _legend(axis)
+    return figure
 
 
 def plot_curves(
@@ -161,16 +269,7 @@ def plot_curves(
     title: str,
     xscale: str = "log",
 ) -> Path:
-    """Named (x, y) curves on one axis (mask-ratio and transfer figures)."""
-    figure, axis = plt.subplots(figsize=FIGSIZE)
-    for name, (x, y) in curves.items():
-        axis.plot(x, y, label=name, linewidth=1)
-    axis.set_xscale(xscale)
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
-    axis.legend(fontsize=7)
-    return _save(figure, path)
+    return _save(curves_figure(curves, xlabel, ylabel, title, xscale), path)
 
 
 def plot_fits(

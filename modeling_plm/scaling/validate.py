@@ -2,9 +2,10 @@
 
 `validate(data_dir)` refits the IsoFLOP (and envelope, parametric) exponents for CLM and MLM with bootstrap
 intervals under several readings of the logs (last logged point or the mean of the last five; named budgets
-only; extrapolated minima kept), finds the best mask ratio of the mask-ratio ablation, and measures the transfer
-gain (MLM fine-tuned from a CLM checkpoint vs MLM from scratch) at equal total compute. `plm scaling validate`
-prints it, writes `validation.json` and the figures.
+only; extrapolated minima kept), fits the envelope both over its full range and only up to the largest IsoFLOP
+budget (naming the points and runs beyond it), finds the best mask ratio of the mask-ratio ablation, and measures
+the transfer gain (MLM fine-tuned from a CLM checkpoint vs MLM from scratch) at equal total compute.
+`plm scaling validate` prints it, writes `validation.json` and the figures.
 """
 
 import math
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .fit import FrontierFit, fit_envelope, fit_isoflop, fit_parametric
-from .plan import PUBLISHED_LAWS
+from .plan import LAWS, PAPER_EXPONENTS
 from .plots import plot_curves, plot_frontier, plot_isoflop, plot_loss_vs_compute
 from .runs import (
     RunTable,
@@ -27,7 +28,7 @@ from .runs import (
     released_logs_dir,
 )
 
-PUBLISHED_EXPONENTS = {"clm": (0.578, 0.422), "mlm": (0.776, 0.230)}
+PUBLISHED_EXPONENTS = PAPER_EXPONENTS  # the paper text's (a, b), as SOURCE.txt records them
 
 
 def smoothed_finals(table: RunTable, window: int = 5) -> RunTable:
@@ -51,6 +52,7 @@ def _frontier_summary(fit: FrontierFit) -> dict[str, Any]:
         "k_d": fit.d_opt.coefficient,
         "loss_exponent": fit.loss.exponent,
         "budgets": [p.flops for p in fit.points],
+        "points": len(fit.points),
         "runs": fit.runs,
         "skipped": fit.skipped,
         "bootstrap_failures": fit.bootstrap_failures,
@@ -341,6 +343,23 @@ def validate(
     return result
 
 
+def beyond_cap_summary(capped: FrontierFit) -> dict[str, Any]:
+    """The envelope points a capped fit left out: how many, their compute range, and the runs behind them."""
+    beyond = capped.excluded
+    runs: dict[str, list[float]] = {}
+    for point in beyond:
+        runs.setdefault(point.run, []).append(point.flops)
+    return {
+        "cap": capped.flops_cap,
+        "points": len(beyond),
+        "flops": [p.flops for p in beyond],
+        "parameters": [p.parameters for p in beyond],
+        "runs": [
+            {"run": run, "points": len(flops), "from": min(flops), "to": max(flops)} for run, flops in runs.items()
+        ],
+    }
+
+
 def refit_objective(
     table: RunTable,
     objective: str,
@@ -350,52 +369,44 @@ def refit_objective(
     seed: int,
     figures: Path | None,
 ) -> dict[str, Any]:
-    """The three approaches on one objective's released logs, beside the published law (and its figures)."""
+    """The three approaches on one objective's released logs, beside the released law and the paper's exponents
+    (and its figures). The envelope is fitted twice: over its whole range, and only up to the largest budget the
+    IsoFLOP fit used (its points above that come from the few runs trained past every named budget)."""
     smooth = smoothed_finals(table.select(objective))
     isoflop = fit_isoflop(smooth, objective, bootstrap, seed)
+    # The compute the largest fitted IsoFLOP budget's runs reached (its runs end within a few % of the budget).
+    largest = max(p.flops for p in isoflop.points)
+    cap = max([largest] + [p.flops for p in smooth.points if p.final and p.budget == largest])
     envelope = fit_envelope(table, objective, bootstrap, seed)
+    capped = fit_envelope(table, objective, bootstrap, seed, max_flops=cap)
     parametric = fit_parametric(table, objective, parametric_bootstrap, seed)
-    published = PUBLISHED_LAWS[objective]
+    released, paper = LAWS["released"][objective], LAWS["paper"][objective]
     per_budget = [
         {
             "budget": p.flops,
             "sizes": p.runs,
             "n_opt": p.parameters,
             "loss": p.loss,
-            "published_n_opt": float(published.n_opt(p.flops)),
+            "released_n_opt": float(released.n_opt(p.flops)),
+            "paper_n_opt": float(paper.n_opt(p.flops)),
         }
         for p in isoflop.points
     ]
-    # The coefficient the IsoFLOP minima imply with the published exponent held fixed (checks the published k).
-    k_fixed = math.exp(
-        float(np.mean([math.log(p.parameters) - published.n_opt.exponent * math.log(p.flops) for p in isoflop.points]))
-    )
-    finals = [p for p in smooth.points if p.final]
-    law = published.loss
-    residuals = [p.loss - law(p.parameters, p.tokens) for p in finals] if law else []
     if figures is not None:
-        plot_isoflop(
-            smooth,
-            isoflop,
-            figures / f"released_isoflop_{objective}.png",
-            f"IsoFLOP profiles, released {objective.upper()} logs (last-5 mean)",
-        )
-        plot_frontier(
-            [isoflop, envelope],
-            figures / f"released_frontier_{objective}.png",
-            reference={"published": published.n_opt},
-            title=f"N_opt(C), released {objective.upper()} logs, 95% bootstrap bands",
-        )
-        curves = figures / f"released_loss_vs_compute_{objective}.png"
-        plot_loss_vs_compute(table, curves, [envelope, isoflop], objective)
+        plot_released_fits(smooth, table, objective, isoflop, capped, envelope, figures)
     return {
         "published": {"a": PUBLISHED_EXPONENTS[objective][0], "b": PUBLISHED_EXPONENTS[objective][1]},
+        "released": {"k": released.n_opt.coefficient, "a": released.n_opt.exponent},
         "isoflop_variants": isoflop_variants(table, objective, bootstrap, seed),
         "isoflop_per_budget": per_budget,
         "isoflop_skipped": isoflop.skipped,
-        "k_n_with_published_exponent": k_fixed,
-        "published_k_n": published.n_opt.coefficient,
+        "isoflop_largest_budget": cap,
+        "k_n_with_released_exponent": _coefficient_with_exponent(isoflop, released.n_opt.exponent),
+        "k_n_with_paper_exponent": _coefficient_with_exponent(isoflop, paper.n_opt.exponent),
+        "paper_k_n": paper.n_opt.coefficient,
         "envelope": _frontier_summary(envelope),
+        "envelope_isoflop_budgets_only": _frontier_summary(capped),
+        "envelope_beyond_largest_budget": beyond_cap_summary(capped),
         "parametric": {
             "E": parametric.E,
             "A": parametric.A,
@@ -408,12 +419,40 @@ def refit_objective(
             "points": parametric.points,
             "bootstrap_failures": parametric.bootstrap_failures,
         },
-        "published_loss_law_residuals": {
-            "median": float(np.median(residuals)) if residuals else None,
-            "mad": float(np.median(np.abs(np.asarray(residuals) - np.median(residuals)))) if residuals else None,
-            "points": len(residuals),
-        },
     }
+
+
+def _coefficient_with_exponent(fit: FrontierFit, exponent: float) -> float:
+    """The N_opt coefficient the IsoFLOP minima imply with the exponent held fixed (checks a law's k)."""
+    return math.exp(float(np.mean([math.log(p.parameters) - exponent * math.log(p.flops) for p in fit.points])))
+
+
+def plot_released_fits(
+    smooth: RunTable,
+    table: RunTable,
+    objective: str,
+    isoflop: FrontierFit,
+    capped: FrontierFit,
+    envelope: FrontierFit,
+    figures: Path,
+) -> None:
+    """IsoFLOP profiles, the frontier (capped envelope, its left-out points, the full-range envelope and both laws)
+    and loss vs compute for one objective."""
+    name = objective.upper()
+    plot_isoflop(smooth, isoflop, figures / f"released_isoflop_{objective}.png",
+                 f"IsoFLOP profiles, released {name} logs (last-5 mean)")  # fmt: skip
+    released, paper = LAWS["released"][objective], LAWS["paper"][objective]
+    plot_frontier(
+        [isoflop, capped],
+        figures / f"released_frontier_{objective}.png",
+        reference={
+            "released law": released.n_opt,
+            "paper exponent (anchored at 1e21)": paper.n_opt,
+            f"envelope, full range to {envelope.points[-1].flops:.2g}": envelope.n_opt,
+        },
+        title=f"N_opt(C), released {name} logs, 95% bootstrap bands",
+    )
+    plot_loss_vs_compute(table, figures / f"released_loss_vs_compute_{objective}.png", [capped, isoflop], objective)
 
 
 def plot_mask_ratio_and_transfer(masks, curves, gains, figures: Path) -> None:
@@ -453,56 +492,88 @@ def format_report(result: dict[str, Any]) -> str:
         )
     lines.append(f"{len(result['skipped'])} files skipped, {len(result['notes'])} notes (see validation.json)")
     for objective, info in result["objectives"].items():
-        pa, pb = info["published"]["a"], info["published"]["b"]
-        lines.append("")
-        lines.append(f"{objective.upper()}  (published a = {pa}, b = {pb})")
-        lines.append(f"  {'reading':<48} {'a = N_opt exp.':<24} {'b = D_opt exp.':<24} budgets")
-        rows = [(f"IsoFLOP, {name}", v) for name, v in info["isoflop_variants"].items()]
-        rows.append(("envelope (approach 1, all curve points)", info["envelope"]))
-        for name, v in rows:
-            lines.append(
-                f"  {name:<48} {_with_ci(v['a'], v['a_ci']):<24} {_with_ci(v['b'], v['b_ci']):<24} {len(v['budgets'])}"
-            )
-        p = info["parametric"]
+        lines += ["", *_objective_report(objective, info)]
+    lines += ["", *_mask_ratio_report(result["mask_ratio"]), "", *_transfer_report(result["transfer"])]
+    return "\n".join(lines)
+
+
+def _objective_report(objective: str, info: dict[str, Any]) -> list[str]:
+    pa, pb = info["published"]["a"], info["published"]["b"]
+    released = info["released"]
+    cap = info["isoflop_largest_budget"]
+    full = info["envelope"]
+    lines = [
+        f"{objective.upper()}  (paper a = {pa}, b = {pb}; "
+        f"released law N_opt = {released['k']:.4g}·C^{released['a']:.4f})",
+        f"  {'reading':<48} {'a = N_opt exp.':<24} {'b = D_opt exp.':<24} points",
+    ]
+    rows = [(f"IsoFLOP, {name}", v) for name, v in info["isoflop_variants"].items()]
+    rows.append((f"envelope, C <= {cap:.3g} (IsoFLOP budgets only)", info["envelope_isoflop_budgets_only"]))
+    rows.append((f"envelope, full range (to {full['budgets'][-1]:.2g})", full))
+    for name, v in rows:
+        lines.append(f"  {name:<48} {_with_ci(v['a'], v['a_ci']):<24} {_with_ci(v['b'], v['b_ci']):<24} {v['points']}")
+    p = info["parametric"]
+    lines.append(
+        f"  {'parametric (approach 3, final points)':<48} {_with_ci(p['a'], p['ci'].get('a')):<24} "
+        f"{_with_ci(p['b'], p['ci'].get('b')):<24} E={p['E']:.3g} A={p['A']:.3g} B={p['B']:.3g} "
+        f"α={p['alpha']:.3f} β={p['beta']:.3f}"
+    )
+    beyond = info["envelope_beyond_largest_budget"]
+    if beyond["points"]:
         lines.append(
-            f"  {'parametric (approach 3, final points)':<48} {_with_ci(p['a'], p['ci'].get('a')):<24} "
-            f"{_with_ci(p['b'], p['ci'].get('b')):<24} E={p['E']:.3g} A={p['A']:.3g} B={p['B']:.3g} "
-            f"α={p['alpha']:.3f} β={p['beta']:.3f}"
+            f"  beyond the largest IsoFLOP budget (its runs end by C = {cap:.3g}): {beyond['points']} envelope points, "
+            f"C = {_span(min(beyond['flops']), max(beyond['flops']))}, from:"
         )
+        lines += [
+            f"    {r['run']} ({r['points']} point{'s' if r['points'] > 1 else ''}, C = {_span(r['from'], r['to'])})"
+            for r in beyond["runs"]
+        ]
+    lines.append(
+        f"  per budget (last-5 mean): {'budget':>8} {'sizes':>5} {'N_opt fit':>10} {'released':>10} {'paper':>10} "
+        f"{'loss':>6}"
+    )
+    for row in info["isoflop_per_budget"]:
         lines.append(
-            f"  per budget (last-5 mean): {'budget':>8} {'sizes':>5} {'N_opt fit':>10} {'published':>10} {'loss':>6}"
+            f"  {'':<26}{row['budget']:>8.0e} {row['sizes']:>5} {row['n_opt']:>10.3g} "
+            f"{row['released_n_opt']:>10.3g} {row['paper_n_opt']:>10.3g} {row['loss']:>6.3f}"
         )
-        for row in info["isoflop_per_budget"]:
-            lines.append(
-                f"  {'':<26}{row['budget']:>8.0e} {row['sizes']:>5} {row['n_opt']:>10.3g} "
-                f"{row['published_n_opt']:>10.3g} {row['loss']:>6.3f}"
-            )
-        lines.append(
-            f"  N_opt coefficient with the published exponent held fixed: {info['k_n_with_published_exponent']:.3g} "
-            f"(published {info['published_k_n']:.3g})"
-        )
-        for reason in info["isoflop_skipped"]:
-            short = reason if len(reason) <= 110 else reason[:107] + "..."
-            lines.append(f"  not in the profile fit: {short}")
-    lines.append("")
-    lines.append("mask ratio (last-5 mean validation loss):")
-    for m in result["mask_ratio"]:
+    lines.append(
+        f"  N_opt coefficient from the IsoFLOP minima with the exponent held fixed: released a -> "
+        f"{info['k_n_with_released_exponent']:.4g} (released {released['k']:.4g}); paper a -> "
+        f"{info['k_n_with_paper_exponent']:.4g} (anchored {info['paper_k_n']:.4g})"
+    )
+    for reason in info["isoflop_skipped"]:
+        short = reason if len(reason) <= 110 else reason[:107] + "..."
+        lines.append(f"  not in the profile fit: {short}")
+    return lines
+
+
+def _span(low: float, high: float) -> str:
+    return f"{low:.3g}" if low == high else f"{low:.3g}-{high:.3g}"
+
+
+def _mask_ratio_report(masks: list[dict[str, Any]]) -> list[str]:
+    lines = ["mask ratio (last-5 mean validation loss):"]
+    for m in masks:
         cells = ", ".join(f"{r:g}: {loss:.4f}" for r, loss in zip(m["ratios"], m["last5_loss"]))
         parabola = f"{m['parabola_ratio']:.3f}" if m["parabola_ratio"] is not None else "n/a"
         lines.append(f"  {m['size']}: best {m['best_ratio']:g} (parabola {parabola}); {cells}")
-    lines.append("")
-    lines.append("transfer (loss, last-5 means; gain > 0: the transferred model is better):")
-    lines.append(
+    return lines
+
+
+def _transfer_report(gains: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "transfer (loss, last-5 means; gain > 0: the transferred model is better):",
         f"  {'target':<6} {'budget':>7} {'source':>8} {'metric':<10} {'scratch':>8} {'ft@equal C':>10} "
-        f"{'gain@equal C':>12} {'gain@equal target C':>19}"
-    )
-    for g in result["transfer"]:
+        f"{'gain@equal C':>12} {'gain@equal target C':>19}",
+    ]
+    for g in gains:
         lines.append(
             f"  {g['objective']:<6} {g['budget']:>7.0e} {g['source_flops']:>8.2g} {g['metric']:<10} "
             f"{g['scratch_final']:>8.4f} {g['ft_equal_compute']:>10.4f} {g['gain_equal_compute']:>12.4f} "
             f"{g['gain_equal_target_compute']:>19.4f}"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def _with_ci(value: float, ci: Any) -> str:
