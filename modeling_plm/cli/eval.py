@@ -4,6 +4,7 @@ live in `cli/eval_<name>.py`; the work in `modeling_plm.evaluation`."""
 import argparse
 import importlib
 
+from . import options
 from .main import run_command
 
 HELP = "benchmarks: ProteinGym zero-shot variant effects, frozen-embedding probes, contacts (see: plm eval --help)"
@@ -17,6 +18,27 @@ EXAMPLES = """examples:
 Each writes OUTPUT_DIR/<benchmark>_results.json (everything), <benchmark>_results.md (the tables) and
 <benchmark>_model_index.json (for the model card). Rerunning with the same OUTPUT_DIR resumes: finished work is kept.
 """
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device, --model-dtype and --no-progress, the same for every benchmark."""
+    from ..inference.embedding import STORAGE_DTYPES
+
+    parser.add_argument(
+        "--device", type=options.device, default=None, help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument("--model-dtype", choices=list(STORAGE_DTYPES), default=None, help="default: as saved")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def load_model(args: argparse.Namespace, auto_class) -> tuple:
+    """(model in eval mode on --device in --model-dtype, tokenizer) of the positional MODEL."""
+    from ..hub.loading import load_pretrained, load_tokenizer
+    from ..inference.embedding import STORAGE_DTYPES
+
+    load_kwargs = {"dtype": STORAGE_DTYPES[args.model_dtype]} if args.model_dtype else {}
+    model = load_pretrained(auto_class, args.model, **load_kwargs).to(options.default_device(args.device)).eval()
+    return model, load_tokenizer(args.model)
 
 
 def benchmark_module(name: str):

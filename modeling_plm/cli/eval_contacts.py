@@ -18,10 +18,9 @@ from ..evaluation.contacts import (
     write_contacts_report,
 )
 from ..evaluation.report import markdown_table
-from ..hub.loading import load_pretrained, load_tokenizer
 from ..inference.context import context_residues, special_token_layout
-from ..inference.embedding import STORAGE_DTYPES
 from . import options
+from .eval import add_runtime_arguments, load_model
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -70,11 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--max-train-pairs", type=options.positive_int, default=100_000, help="residue pairs that fit the regression"
     )
     parser.add_argument("--threshold", type=float, default=CONTACT_THRESHOLD, help="contact distance in A (8)")
-    parser.add_argument(
-        "--device", type=options.device, default=None, help="torch device (default: cuda if available, else cpu)"
-    )
-    parser.add_argument("--model-dtype", choices=list(STORAGE_DTYPES), default=None, help="default: as saved")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -98,12 +93,9 @@ def read_names(path: str | None) -> list[str] | None:
     return names
 
 
-def load_model(source: str, device: str, model_dtype: str | None):
+def model_class(source: str):
     """The masked LM (for its contact head) when the checkpoint has a contact head, else the backbone."""
-    config = AutoConfig.from_pretrained(source)
-    load_kwargs = {"dtype": STORAGE_DTYPES[model_dtype]} if model_dtype else {}
-    auto_class = AutoModelForMaskedLM if getattr(config, "contact_head", False) else AutoModel
-    return load_pretrained(auto_class, source, **load_kwargs).to(device).eval()
+    return AutoModelForMaskedLM if getattr(AutoConfig.from_pretrained(source), "contact_head", False) else AutoModel
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--train-chains must be 0 or more, got {args.train_chains}")
     data_dir = structure_folder(args)
     chains = load_structure_set(data_dir, args.max_chains)  # data errors before the model loads
-    tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, options.default_device(args.device), args.model_dtype)
+    model, tokenizer = load_model(args, model_class(args.model))
     specials = sum(map(len, special_token_layout(tokenizer)))
     unlimited = getattr(model.config, "max_position_embeddings", None) is None
     max_residues = None if unlimited else context_residues(model.config, specials)

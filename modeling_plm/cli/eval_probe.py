@@ -23,9 +23,9 @@ from ..evaluation.probe import (
     write_probe_report,
 )
 from ..evaluation.report import markdown_table
-from ..hub.loading import load_pretrained, load_tokenizer
-from ..inference.embedding import POOLING_METHODS, STORAGE_DTYPES
+from ..inference.embedding import POOLING_METHODS
 from . import options
+from .eval import add_runtime_arguments, load_model
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -71,11 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add_custom_arguments(parser)
     _add_embedding_arguments(parser)
     _add_probe_arguments(parser)
-    parser.add_argument(
-        "--device", type=options.device, default=None, help="torch device (default: cuda if available, else cpu)"
-    )
-    parser.add_argument("--model-dtype", choices=list(STORAGE_DTYPES), default=None, help="default: as saved")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -173,9 +169,7 @@ def run(args: argparse.Namespace) -> int:
     """`plm eval probe`: read the task, load the model, run the probes, write the report. Returns the exit status."""
     task = build_task(args)  # data errors before the model loads
     settings = probe_settings(args)
-    load_kwargs = {"dtype": STORAGE_DTYPES[args.model_dtype]} if args.model_dtype else {}
-    tokenizer = load_tokenizer(args.model)
-    model = load_pretrained(AutoModel, args.model, **load_kwargs).to(options.default_device(args.device)).eval()
+    model, tokenizer = load_model(args, AutoModel)
     started = time.perf_counter()
     outcome = run_probe(model, tokenizer, task, settings, args.output_dir)
     paths = write_probe_report(args.output_dir, str(args.model), outcome)

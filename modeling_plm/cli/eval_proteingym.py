@@ -5,9 +5,9 @@ import sys
 
 from transformers import AutoModelForMaskedLM
 
-from ..hub.loading import load_pretrained, load_tokenizer
 from ..inference.scoring import DEFAULT_BATCH_SIZE, VARIANT_METHODS
 from . import options
+from .eval import add_runtime_arguments, load_model
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -78,10 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the mutant subsets")
     parser.add_argument("--batch-size", type=options.positive_int, default=DEFAULT_BATCH_SIZE, help="rows per pass")
-    parser.add_argument(
-        "--device", type=options.device, default=None, help="torch device (default: cuda when available, else cpu)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -93,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     layout = load_layout(args.data, reference=args.reference, dms_dir=args.dms_dir)
     print(f"Data: {layout.describe()}")
-    tokenizer = load_tokenizer(args.model)
-    model = load_pretrained(AutoModelForMaskedLM, args.model).to(options.default_device(args.device)).eval()
+    model, tokenizer = load_model(args, AutoModelForMaskedLM)
     outcome = evaluate_proteingym(
         model,
         tokenizer,

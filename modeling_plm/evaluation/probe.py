@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import time
 import warnings
@@ -310,14 +311,21 @@ def cached_embeddings(
             parts.append(load_file(part_path)["embeddings"])
         else:
             parts.append(_embed(model, tokenizer, data.sequences[start : start + CACHE_CHUNK], settings))
-            save_file({"embeddings": parts[-1]}, part_path)
+            _save_atomically(save_file, parts[-1], part_path)
         bar.update(len(parts[-1]))
     bar.close()
     embeddings = np.concatenate(parts)
-    save_file({"embeddings": embeddings}, complete, metadata={"records": str(len(data)), "source": str(data.path)})
+    _save_atomically(save_file, embeddings, complete, {"records": str(len(data)), "source": str(data.path)})
     for start in range(0, len(data), CACHE_CHUNK):
         (cache_dir / f"{data.name}-{key}.part{start // CACHE_CHUNK:05d}.safetensors").unlink(missing_ok=True)
     return embeddings, False
+
+
+def _save_atomically(save_file: Callable, embeddings: np.ndarray, path: Path, metadata: dict | None = None) -> None:
+    """A killed run leaves no half-written part that a resume would read back."""
+    partial = path.with_name(path.name + ".partial")
+    save_file({"embeddings": embeddings}, partial, metadata=metadata)
+    os.replace(partial, path)
 
 
 def _embed(model: Any, tokenizer: Any, sequences: list[str], settings: EmbeddingSettings) -> np.ndarray:
